@@ -1,0 +1,62 @@
+"""Segment Anything (SAM, SAM2) for scientific images: napari plugin, Python API and CLI.
+
+Importing the package is light: torch, segment-anything, sam2 and napari are imported
+only when a model is built or a viewer is used. Public names are resolved lazily.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+__all__ = [
+    "__version__",
+    "Normalizer",
+    "PromptSet",
+    "ObjectPrompt",
+    "points_to_prompts",
+    "shapes_to_prompts",
+    "load_model",
+    "available_models",
+    "register_model",
+    "register_family",
+    "ModelSpec",
+]
+
+_LAZY = {
+    "Normalizer": "napari_segany.intensity",
+    "PromptSet": "napari_segany.prompts",
+    "ObjectPrompt": "napari_segany.prompts",
+    "points_to_prompts": "napari_segany.prompts",
+    "shapes_to_prompts": "napari_segany.prompts",
+    "load_model": "napari_segany.engine.registry",
+    "available_models": "napari_segany.engine.registry",
+    "register_model": "napari_segany.engine.registry",
+    "register_family": "napari_segany.engine.registry",
+    "ModelSpec": "napari_segany.engine.registry",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine.registry import (
+        ModelSpec,
+        available_models,
+        load_model,
+        register_family,
+        register_model,
+    )
+    from .intensity import Normalizer
+    from .prompts import ObjectPrompt, PromptSet, points_to_prompts, shapes_to_prompts
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'napari_segany' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
