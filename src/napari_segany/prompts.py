@@ -1,0 +1,557 @@
+"""Convert napari layer data into Segment Anything (SAM/SAM2) prompts.
+
+The only module that turns napari Points / Shapes layer data into SAM prompts. It
+never imports napari: layers are read by duck typing (:meth:`Transform.from_layer`).
+
+Coordinates
+    A layer maps data to world with ``world = affine @ (data * scale + translate)``.
+    Layers are aligned by **trailing** axes, as in napari: a prompt layer with more
+    dimensions than the image has its extra leading world axes dropped; one with
+    fewer cannot be placed and raises :class:`PromptError`. ``image_shape`` is the
+    image data shape without an RGB axis, ``(*leading, H, W)``; the plane key is the
+    tuple of leading indices (``()`` for 2D), each rounded to the nearest integer
+    (halves up) and range-checked. Output follows SAM: ``(x, y) = (column, row)`` in
+    image pixel coordinates (pixel centres at integers), float64.
+
+Clipping policy
+    Points: a row/column within half a pixel outside the image (``-0.5 <= v <=
+    size - 0.5``, still on a border pixel) is clipped to ``[0, size - 1]``; farther
+    out raises :class:`PromptError`. Boxes: the bounding box of the rectangle's
+    vertices is clipped to ``[0, W - 1] x [0, H - 1]``; a box entirely outside the
+    image, or with zero width or height after clipping, raises :class:`PromptError`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PromptError", "Transform", "ObjectPrompt", "PromptSet", "points_to_prompts",
+           "shapes_to_prompts", "merge_prompts"]
+
+_EDGE_TOL = 1e-6  # pixels of slack for floating-point error at the half-pixel border
+_FORMAT = "napari-segany.prompts"
+_CHECK_TF = "check the layers' scale/translate"
+
+
+class PromptError(ValueError):
+    """Layer data cannot become valid SAM prompts; the message says what and how to fix it."""
+
+
+# ----------------------------------------------------------------------------------- transforms
+def _as_points(coords: Any) -> tuple[np.ndarray, bool]:
+    arr = np.array(coords, dtype=np.float64, ndmin=1)
+    if arr.ndim > 2:
+        raise PromptError(f"coordinates must have shape (N, ndim) or (ndim,), got {arr.shape}")
+    return (arr[None, :], True) if arr.ndim == 1 else (arr, False)
+
+
+def _vector(values: Any, name: str) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(arr)) or (name == "scale" and np.any(arr == 0)):
+        raise PromptError(f"Transform {name} must be finite (scale also non-zero), "
+                          f"got {arr.tolist()}")
+    return tuple(float(v) for v in arr)
+
+
+def _align(values: tuple[float, ...] | None, ndim: int, fill: float) -> np.ndarray:
+    """Align a per-axis vector to ``ndim`` axes by trailing axes (pad/drop at the front)."""
+    v = np.asarray(() if values is None else values, dtype=np.float64)
+    if len(v) >= ndim:
+        return v[len(v) - ndim :]
+    return np.concatenate([np.full(ndim - len(v), fill), v])
+
+
+def _align_affine(matrix: np.ndarray, ndim: int) -> np.ndarray:
+    """Trailing-axis block of a homogeneous matrix, or its embedding in an identity."""
+    k = matrix.shape[0] - 1
+    if k >= ndim:
+        return matrix[k - ndim :, k - ndim :]
+    full = np.eye(ndim + 1)
+    full[ndim - k :, ndim - k :] = matrix
+    return full
+
+
+@dataclass(frozen=True, eq=False)
+class Transform:
+    """A napari layer's data -> world transform.
+
+    ``world = affine @ (data * scale + translate)``: per-axis ``scale`` and ``translate``
+    (napari axis order), then an optional homogeneous ``(ndim + 1, ndim + 1)`` float64
+    ``affine`` (as napari's ``layer.affine``). Missing parts are identity. Coordinates
+    with another number of axes use napari's trailing-axis alignment (extra leading
+    axes pass through unchanged).
+    """
+
+    scale: tuple[float, ...] | None = None
+    translate: tuple[float, ...] | None = None
+    affine: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _vector(self.scale, "scale"))
+        object.__setattr__(self, "translate", _vector(self.translate, "translate"))
+        if self.affine is None:
+            return
+        m = np.array(self.affine, dtype=np.float64)
+        ok = m.ndim == 2 and m.shape[0] == m.shape[1] >= 2 and np.all(np.isfinite(m))
+        if not ok or not np.allclose(m[-1], np.eye(m.shape[0])[-1]):
+            raise PromptError("Transform affine must be a finite homogeneous (ndim+1, ndim+1) "
+                              f"matrix with last row [0, ..., 0, 1], got {m.tolist()}")
+        if abs(np.linalg.det(m[:-1, :-1])) < 1e-12:
+            raise PromptError(f"Transform affine is not invertible: {m.tolist()}")
+        m.setflags(write=False)
+        object.__setattr__(self, "affine", m)
+
+    def to_world(self, coords: Any) -> np.ndarray:
+        """Map data coordinates ``(N, ndim)`` (or one ``(ndim,)``) to world, float64."""
+        pts, single = _as_points(coords)
+        nd = pts.shape[1]
+        out = pts * _align(self.scale, nd, 1.0) + _align(self.translate, nd, 0.0)
+        if self.affine is not None:
+            m = _align_affine(self.affine, nd)
+            out = out @ m[:nd, :nd].T + m[:nd, nd]
+        return out[0] if single else out
+
+    def to_data(self, coords: Any) -> np.ndarray:
+        """Map world coordinates ``(N, ndim)`` (or one ``(ndim,)``) to data, float64."""
+        out, single = _as_points(coords)
+        nd = out.shape[1]
+        if self.affine is not None:
+            m = _align_affine(self.affine, nd)
+            try:
+                out = np.linalg.solve(m[:nd, :nd], (out - m[:nd, nd]).T).T
+            except np.linalg.LinAlgError as exc:
+                raise PromptError(f"affine restricted to the last {nd} axes is singular") from exc
+        out = (out - _align(self.translate, nd, 0.0)) / _align(self.scale, nd, 1.0)
+        return out[0] if single else out
+
+    @classmethod
+    def from_layer(cls, layer: Any) -> Transform:
+        """Read ``layer.scale``, ``layer.translate``, ``layer.affine`` (duck-typed, no napari).
+
+        ``layer.affine`` may be a napari ``Affine`` (its ``affine_matrix`` is used) or an
+        array; an identity affine is dropped.
+        """
+        affine = getattr(layer, "affine", None)
+        if affine is not None:
+            affine = np.asarray(getattr(affine, "affine_matrix", affine), dtype=np.float64)
+            if affine.ndim == 2 and np.array_equal(affine, np.eye(affine.shape[0])):
+                affine = None
+        return cls(scale=getattr(layer, "scale", None),
+                   translate=getattr(layer, "translate", None), affine=affine)
+
+
+# ----------------------------------------------------------------------------------- validation
+def _label_value(v: Any, i: int) -> int:
+    if isinstance(v, str) and v.strip().lower() in ("positive", "negative"):
+        return int(v.strip().lower() == "positive")
+    if isinstance(v, numbers.Real) and v in (0, 1):
+        return int(v)
+    minus = isinstance(v, numbers.Real) and v == -1
+    hint = " (napari-sam style -1 is not supported: use 0)" if minus else ""
+    raise PromptError(f"label of point {i} is {v!r}; use 1/True/'positive' or "
+                      f"0/False/'negative'{hint}")
+
+
+def _parse_labels(labels: Any, n: int) -> np.ndarray:
+    """Labels -> ``(n,)`` int32, 1 positive / 0 negative; None means all positive."""
+    if labels is None:
+        return np.ones(n, dtype=np.int32)
+    arr = np.asarray(labels, dtype=object if isinstance(labels, (list, tuple)) else None)
+    if arr.ndim != 1 or len(arr) != n:
+        got = "a scalar" if arr.ndim == 0 else f"{len(arr)} labels"
+        raise PromptError(f"got {got} for {n} points; pass exactly one label per point")
+    return np.array([_label_value(v, i) for i, v in enumerate(arr.tolist())], dtype=np.int32)
+
+
+def _object_id(v: Any, where: str = "") -> int:
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
+    if not (ok and float(v).is_integer() and v >= 1):
+        raise PromptError(f"object id {v}{where} is invalid; ids must be integers >= 1 "
+                          "(0 is background)")
+    return int(v)
+
+
+def _parse_ids(ids: Any, n: int, what: str, default: np.ndarray) -> np.ndarray:
+    """Object ids (scalar or ``(n,)``) -> ``(n,)`` int64, each >= 1."""
+    if ids is None:
+        return default
+    arr = np.asarray(ids, dtype=object)
+    arr = np.full(n, arr.item(), dtype=object) if arr.ndim == 0 else arr
+    if arr.ndim != 1 or len(arr) != n:
+        raise PromptError(f"got {arr.size} object ids for {n} {what}s; pass one id per {what}")
+    return np.array([_object_id(v, f" of {what} {i}") for i, v in enumerate(arr)], np.int64)
+
+
+def _image_shape(image_shape: Any) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) < 2 or min(shape) < 1:
+        raise PromptError("image_shape must be >= 2 positive sizes (..., H, W) without an RGB "
+                          f"axis, got {tuple(image_shape)}")
+    return shape
+
+
+def _layer_coords(data: Any, what: str) -> np.ndarray:
+    """Layer data -> finite ``(N, ndim)`` float64 (``(0, 2)`` when empty without ndim)."""
+    try:
+        arr = np.array(data, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"{what}: coordinates are not a numeric (N, ndim) array") from exc
+    if arr.size == 0:
+        return arr.reshape(0, arr.shape[-1] if arr.ndim == 2 else 2)
+    if arr.ndim != 2:
+        raise PromptError(f"{what}: coordinates must have shape (N, ndim), got {arr.shape}")
+    bad = np.flatnonzero(~np.all(np.isfinite(arr), axis=1))
+    if bad.size:
+        raise PromptError(f"{what}: row {bad[0]} has non-finite coordinates {arr[bad[0]].tolist()}")
+    return arr
+
+
+# ----------------------------------------------------------------------------------- geometry
+def _to_image_pixels(coords, shape, src: Transform | None, img: Transform | None, what: str):
+    """Layer data ``(N, d)`` -> image data coordinates ``(N, len(shape))`` float64."""
+    world = (src or Transform()).to_world(coords)
+    d, nd = world.shape[1], len(shape)
+    if d < nd:
+        raise PromptError(
+            f"the {what} layer has {d} dimension(s) but the image has {nd} {shape}; napari aligns "
+            f"layers by trailing axes, so these {what} cannot be placed on a plane. Use a {what} "
+            f"layer with {nd} dimensions (e.g. create it while the image is shown).")
+    return (img or Transform()).to_data(world[:, d - nd :])
+
+
+def _plane_indices(pix: np.ndarray, shape: tuple[int, ...], name: Callable[[int], str]):
+    """Round leading coordinates to plane indices ``(N, len(shape) - 2)`` int64, range-checked."""
+    lead = pix[:, :-2]
+    idx = np.floor(lead + 0.5).astype(np.int64)
+    for axis, size in enumerate(shape[:-2]):
+        bad = np.flatnonzero((idx[:, axis] < 0) | (idx[:, axis] >= size))
+        if bad.size:
+            i = bad[0]
+            raise PromptError(
+                f"{name(i)}: coordinate {lead[i, axis]:g} on image axis {axis} rounds to plane "
+                f"{idx[i, axis]}, outside the valid range 0..{size - 1} (image shape {shape}); "
+                f"move it onto an existing plane or {_CHECK_TF}.")
+    return idx
+
+
+def _clip_points(yx: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Clip ``(N, 2)`` (row, col) within half a pixel of the image; raise for farther points."""
+    h, w = hw
+    limit = np.array([h, w], dtype=np.float64) - 0.5 + _EDGE_TOL
+    bad = np.flatnonzero(np.any((yx < -0.5 - _EDGE_TOL) | (yx > limit), axis=1))
+    if bad.size:
+        i = bad[0]
+        raise PromptError(
+            f"point {i} at (x={yx[i, 1]:g}, y={yx[i, 0]:g}) lies outside the image (width {w} x "
+            f"height {h} pixels; points within half a pixel of the border are clipped). Remove "
+            f"the point or {_CHECK_TF}.")
+    return np.clip(yx, 0.0, [h - 1.0, w - 1.0])
+
+
+def _box(yx: np.ndarray, hw: tuple[int, int], i: int) -> np.ndarray:
+    """Bounding box ``(4,)`` float64 XYXY of vertices ``(n, 2)`` (row, col), clipped."""
+    h, w = hw
+    (y0, x0), (y1, x1) = yx.min(axis=0), yx.max(axis=0)
+    drawn = f"x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; size {x1 - x0:g} x {y1 - y0:g} pixels"
+    tol = _EDGE_TOL
+    if x1 < -tol or y1 < -tol or x0 > w - 1 + tol or y0 > h - 1 + tol:
+        raise PromptError(f"shape {i} ({drawn}) lies entirely outside the image (width {w} x "
+                          f"height {h}); redraw it over the image or {_CHECK_TF}.")
+    box = np.clip([x0, y0, x1, y1], 0.0, [w - 1.0, h - 1.0] * 2)
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise PromptError(
+            f"shape {i} is empty: {box[2] - box[0]:g} x {box[3] - box[1]:g} pixels after clipping "
+            f"to the image (drawn: {drawn}); draw a rectangle with non-zero width and height.")
+    return box
+
+
+# ----------------------------------------------------------------------------------- prompts
+@dataclass(eq=False)
+class ObjectPrompt:
+    """Prompts for one object on one 2D plane, in SAM convention (arrays are copied).
+
+    Attributes
+    ----------
+    points : ndarray, shape (N, 2), float64
+        ``(x, y) = (column, row)`` in image pixel coordinates (pixel centres at integers).
+    labels : ndarray, shape (N,), int32
+        1 positive / 0 negative; ``None`` at construction means all positive.
+    box : ndarray, shape (4,), float64, or None
+        ``(x0, y0, x1, y1)`` with ``x0 <= x1`` and ``y0 <= y1``.
+    mask : ndarray, shape (H, W), bool or float32, or None
+        Optional SAM mask input: a bool mask or low-resolution float32 logits.
+    """
+
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        pts = np.array([] if self.points is None else self.points, dtype=np.float64)
+        pts = pts.reshape(0, 2) if pts.size == 0 else pts
+        if pts.ndim != 2 or pts.shape[1] != 2 or not np.all(np.isfinite(pts)):
+            raise PromptError(f"ObjectPrompt points must be finite (N, 2) (x, y), got {pts.shape}")
+        self.points, self.labels = pts, _parse_labels(self.labels, len(pts))
+        if self.box is not None:
+            b = np.array(self.box, dtype=np.float64).ravel()
+            if b.shape != (4,) or not np.all(np.isfinite(b)) or b[2] < b[0] or b[3] < b[1]:
+                raise PromptError(f"ObjectPrompt box must be finite XYXY, x0<=x1, y0<=y1; got {b}")
+            self.box = b
+        if self.mask is not None:
+            m = np.array(self.mask)
+            if m.ndim != 2:
+                raise PromptError(f"ObjectPrompt mask must be 2D (H, W), got shape {m.shape}")
+            self.mask = m if m.dtype == bool else m.astype(np.float32)
+
+    def is_empty(self) -> bool:
+        """True when there are no points, no box and no mask."""
+        return len(self.points) == 0 and self.box is None and self.mask is None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ObjectPrompt):
+            return NotImplemented
+        return all(_same(getattr(self, f), getattr(other, f))
+                   for f in ("points", "labels", "box", "mask"))
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _combine(a: ObjectPrompt, b: ObjectPrompt, key: tuple, oid: int) -> ObjectPrompt:
+    """Concatenate points/labels; refuse two different boxes (or masks)."""
+    for name in ("box", "mask"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is not None and y is not None and not _same(x, y):
+            what = f"boxes {x.tolist()} and {y.tolist()}" if name == "box" else "masks"
+            raise PromptError(f"object {oid} on plane {key} would get two different {what}; SAM "
+                              f"takes one {name} per object: give one of them another object id.")
+    return ObjectPrompt(np.concatenate([a.points, b.points]), np.concatenate([a.labels, b.labels]),
+                        a.box if b.box is None else b.box, a.mask if b.mask is None else b.mask)
+
+
+def _plane_key(key: Any) -> tuple[int, ...]:
+    values = tuple(key) if isinstance(key, (tuple, list, np.ndarray)) else None
+    if values is None or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                 and float(v).is_integer() and v >= 0 for v in values):
+        raise PromptError(f"plane key must be a tuple of integers >= 0 (() for 2D), got {key!r}")
+    return tuple(int(v) for v in values)
+
+
+class PromptSet:
+    """Prompts per plane: plane key -> {object id (int >= 1) -> :class:`ObjectPrompt`}.
+
+    A plane key is the tuple of indices along the image's leading (non-spatial) axes,
+    ``()`` for a 2D image. Iteration, :meth:`planes` and :meth:`items` are sorted by
+    plane key; ``len`` is the number of planes; objects are sorted by id.
+    """
+
+    def __init__(self) -> None:
+        self._planes: dict[tuple[int, ...], dict[int, ObjectPrompt]] = {}
+
+    def add(self, key: Any, obj_id: int, prompt: ObjectPrompt) -> None:
+        """Add ``prompt`` for object ``obj_id`` on plane ``key``, merging with what is there.
+
+        Points and labels are concatenated; two different boxes (or masks) for the same
+        object on the same plane raise :class:`PromptError`.
+        """
+        key, obj_id = _plane_key(key), _object_id(obj_id)
+        if not isinstance(prompt, ObjectPrompt):
+            raise PromptError(f"prompt must be an ObjectPrompt, got {type(prompt).__name__}")
+        first = next(iter(self._planes), key)
+        if len(key) != len(first):
+            raise PromptError(f"plane key {key} has {len(key)} indices but this set has keys like "
+                              f"{first}; prompts for different images cannot be mixed")
+        objs = self._planes.setdefault(key, {})
+        old = objs.get(obj_id)
+        objs[obj_id] = (ObjectPrompt(prompt.points, prompt.labels, prompt.box, prompt.mask)
+                        if old is None else _combine(old, prompt, key, obj_id))
+
+    def planes(self) -> list[tuple[int, ...]]:
+        """Sorted plane keys that have prompts."""
+        return sorted(self._planes)
+
+    def object_ids(self) -> list[int]:
+        """Sorted ids of all objects on any plane."""
+        return sorted(set().union(*self._planes.values()))
+
+    def for_plane(self, key: Any) -> dict[int, ObjectPrompt]:
+        """Objects on plane ``key`` as ``{id: ObjectPrompt}``, sorted by id."""
+        key = _plane_key(key)
+        if key not in self._planes:
+            where = f"planes with prompts: {self.planes()}" if self._planes else "the set is empty"
+            raise PromptError(f"no prompts on plane {key}; {where}")
+        return dict(sorted(self._planes[key].items()))
+
+    def items(self) -> list[tuple[tuple[int, ...], dict[int, ObjectPrompt]]]:
+        """``[(plane key, {id: ObjectPrompt}), ...]`` sorted by plane key."""
+        return [(k, self.for_plane(k)) for k in self.planes()]
+
+    def __len__(self) -> int:
+        return len(self._planes)
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        return iter(self.planes())
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return _plane_key(key) in self._planes
+        except PromptError:
+            return False
+
+    def __eq__(self, other: object) -> bool:
+        return self.items() == other.items() if isinstance(other, PromptSet) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"PromptSet(planes={self.planes()}, object_ids={self.object_ids()})"
+
+    def to_dict(self, *, include_masks: bool = True) -> dict[str, Any]:
+        """JSON-serialisable dict (e.g. for zarr attributes); masks dropped if not included."""
+        def obj(oid: int, p: ObjectPrompt) -> dict[str, Any]:
+            keep = p.mask is not None and include_masks
+            return {"id": oid, "points": p.points.tolist(), "labels": p.labels.tolist(),
+                    "box": None if p.box is None else p.box.tolist(),
+                    "mask": {"dtype": str(p.mask.dtype), "data": p.mask.tolist()} if keep else None}
+
+        planes = [{"plane": list(k), "objects": [obj(i, p) for i, p in o.items()]}
+                  for k, o in self.items()]
+        return {"format": _FORMAT, "version": 1, "planes": planes}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PromptSet:
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, dict) or data.get("format") != _FORMAT or data.get("version") != 1:
+            raise PromptError(f"not a {_FORMAT} version 1 dictionary (made by PromptSet.to_dict)")
+        out = cls()
+        try:
+            for plane in data["planes"]:
+                for o in plane["objects"]:
+                    m = o.get("mask")
+                    mask = None if m is None else np.asarray(m["data"], dtype=m["dtype"])
+                    pts = np.asarray(o["points"], dtype=np.float64)
+                    out.add(plane["plane"], o["id"], ObjectPrompt(pts, o["labels"], o["box"], mask))
+        except (KeyError, TypeError) as exc:
+            raise PromptError(f"malformed {_FORMAT} dictionary: missing or bad {exc}") from exc
+        return out
+
+
+# ----------------------------------------------------------------------------------- public API
+def points_to_prompts(coords: Any, *, image_shape: Any, labels: Any = None,
+                      object_ids: Any = None, points_transform: Transform | None = None,
+                      image_transform: Transform | None = None) -> PromptSet:
+    """Convert napari Points layer data into point prompts.
+
+    Parameters
+    ----------
+    coords : array_like, shape (N, ndim_points)
+        Points layer data in that layer's data coordinates (napari axis order).
+    image_shape : sequence of int
+        Image layer data shape ``(*leading, H, W)`` without an RGB channel axis.
+    labels : array_like, shape (N,), optional
+        bool (True positive), 1/0, or "positive"/"negative" (any case); None: all positive.
+    object_ids : int or array_like of int, shape (N,), optional
+        Object id (>= 1) per point; None: all object 1.
+    points_transform, image_transform : Transform, optional
+        Data -> world transforms of the points and image layers; None: identity.
+
+    Returns
+    -------
+    PromptSet
+        Points grouped per plane and object in input order, ``(x, y)`` float64.
+    """
+    shape = _image_shape(image_shape)
+    pts = _layer_coords(coords, "points layer")
+    n = len(pts)
+    labs = _parse_labels(labels, n)
+    ids = _parse_ids(object_ids, n, "point", np.ones(n, dtype=np.int64))
+    result = PromptSet()
+    if n == 0:
+        return result
+    pix = _to_image_pixels(pts, shape, points_transform, image_transform, "points")
+    planes = _plane_indices(pix, shape, lambda i: f"point {i}")
+    yx = _clip_points(pix[:, -2:], shape[-2:])
+    groups: dict[tuple[tuple[int, ...], int], list[int]] = {}
+    for i in range(n):
+        groups.setdefault((tuple(planes[i].tolist()), int(ids[i])), []).append(i)
+    for (key, oid), idx in groups.items():
+        result.add(key, oid, ObjectPrompt(points=yx[idx][:, ::-1], labels=labs[idx]))
+    return result
+
+
+def shapes_to_prompts(shapes: Any, *, image_shape: Any, shape_types: Any = None,
+                      object_ids: Any = None, shapes_transform: Transform | None = None,
+                      image_transform: Transform | None = None) -> PromptSet:
+    """Convert napari Shapes layer data (rectangles) into box prompts.
+
+    Parameters
+    ----------
+    shapes : list of array_like, each shape (n_vertices, ndim)
+        Shapes layer data in that layer's data coordinates (napari axis order).
+    image_shape : sequence of int
+        Image layer data shape ``(*leading, H, W)`` without an RGB channel axis.
+    shape_types : str or sequence of str, optional
+        napari shape types; None: all "rectangle". Only rectangles are accepted; a
+        rotated rectangle gives its axis-aligned bounding box.
+    object_ids : int or array_like of int, shape (n_shapes,), optional
+        Object id (>= 1) per box; None: ``1 .. n_shapes`` in order.
+    shapes_transform, image_transform : Transform, optional
+        Data -> world transforms of the shapes and image layers; None: identity.
+
+    Returns
+    -------
+    PromptSet
+        One ``(4,)`` float64 XYXY box per object and plane.
+    """
+    shape = _image_shape(image_shape)
+    if isinstance(shapes, np.ndarray) and shapes.ndim == 2:
+        raise PromptError("shapes must be a list of (n_vertices, ndim) arrays; wrap one in a list")
+    verts = [_layer_coords(s, f"shape {i}") for i, s in enumerate(shapes)]
+    n = len(verts)
+    types = [shape_types] * n if shape_types is None or isinstance(shape_types, str) \
+        else list(shape_types)
+    if len(types) != n:
+        raise PromptError(f"got {len(types)} shape_types for {n} shapes; pass one type per shape")
+    ids = _parse_ids(object_ids, n, "shape", np.arange(1, n + 1, dtype=np.int64))
+    result, seen = PromptSet(), {}
+    for i, (v, kind) in enumerate(zip(verts, types)):
+        kind = "rectangle" if kind is None else str(kind)
+        if kind.lower() != "rectangle":
+            raise PromptError(f"shape {i} is a {kind!r}; only 'rectangle' shapes can be SAM box "
+                              "prompts (rotated ones give their bounding box): redraw it.")
+        if len(v) == 0:
+            raise PromptError(f"shape {i} has no vertices")
+        pix = _to_image_pixels(v, shape, shapes_transform, image_transform, "shapes")
+        planes = {tuple(p) for p in _plane_indices(pix, shape, lambda j: f"shape {i}, vertex {j}")
+                  .tolist()}
+        if len(planes) > 1:
+            raise PromptError(f"shape {i} spans planes {sorted(planes)}; draw it on one plane")
+        key, oid = planes.pop(), int(ids[i])
+        if (key, oid) in seen:
+            raise PromptError(f"shapes {seen[key, oid]} and {i} are both boxes of object {oid} on "
+                              f"plane {key}; SAM takes one box per object: use different ids.")
+        seen[key, oid] = i
+        result.add(key, oid, ObjectPrompt(box=_box(pix[:, -2:], shape[-2:], i)))
+    return result
+
+
+def merge_prompts(*sets: PromptSet) -> PromptSet:
+    """Merge prompt sets (e.g. points and boxes) with :meth:`PromptSet.add` semantics."""
+    out = PromptSet()
+    for n, s in enumerate(sets):
+        if not isinstance(s, PromptSet):
+            raise PromptError(f"argument {n} of merge_prompts is a {type(s).__name__}, "
+                              "not a PromptSet")
+        for key, objs in s.items():
+            for oid, prompt in objs.items():
+                out.add(key, oid, prompt)
+    return out
