@@ -1,0 +1,162 @@
+"""Segment Anything (SAM v1) backend: ViT-B, ViT-L, ViT-H, and a tiny test architecture.
+
+The real architectures are built by segment-anything's own builders; the tiny one is
+assembled from segment-anything's own modules at a 256-pixel input with a 2-block encoder,
+so tests exercise the real code paths in well under a second per plane.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._common import PromptBatch, TorchBackend
+from .base import Embedding
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["SAM_ARCHS", "SamBackend", "build_sam_model"]
+
+#: Architectures: the three official encoders and a tiny one for tests and smoke runs.
+SAM_ARCHS = ("vit_b", "vit_l", "vit_h", "tiny")
+
+
+def build_sam_model(arch: str) -> Any:
+    """Build an uninitialised (random-weight) segment-anything ``Sam`` model.
+
+    Parameters
+    ----------
+    arch : {"vit_b", "vit_l", "vit_h", "tiny"}
+    """
+    if arch not in SAM_ARCHS:
+        raise ValueError(f"unknown SAM architecture {arch!r}; choose one of {SAM_ARCHS}")
+    if arch != "tiny":
+        from segment_anything import sam_model_registry
+
+        return sam_model_registry[arch](checkpoint=None)
+    return _build_tiny_sam()
+
+
+def _build_tiny_sam(img_size: int = 256) -> Any:
+    import torch
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    prompt_dim, patch = 256, 16
+    emb = img_size // patch
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=img_size,
+            patch_size=patch,
+            embed_dim=64,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=2,
+            out_chans=prompt_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=(1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(emb, emb),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=prompt_dim, mlp_dim=256, num_heads=8
+            ),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=64,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+class SamBackend(TorchBackend):
+    """A SAM model served through segment-anything's ``SamPredictor`` transforms.
+
+    Embedding reproduces ``SamPredictor.set_image`` exactly (resize longest side, normalise,
+    pad) but batches planes; decoding calls ``SamPredictor.predict_torch``.
+    """
+
+    family = "sam"
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        from segment_anything import SamPredictor
+
+        model = model.to(kwargs["device"]).eval()
+        super().__init__(model, image_size=model.image_encoder.img_size, **kwargs)
+        self.predictor = SamPredictor(model)
+
+    def _feature_keys(self) -> tuple[str, ...]:
+        return ("image_embed",)
+
+    def _embed_batch(self, images: list[np.ndarray]) -> list[Embedding]:
+        import torch
+
+        tf = self.predictor.transform
+        inputs, sizes = [], []
+        for im in images:
+            resized = tf.apply_image(im)
+            t = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
+            sizes.append((tuple(im.shape[:2]), tuple(t.shape[-2:])))
+            inputs.append(self.model.preprocess(t[None]))
+        feats = self.model.image_encoder(torch.cat(inputs))
+        return [
+            Embedding({"image_embed": feats[i : i + 1]}, orig, inp, self.model_id)
+            for i, (orig, inp) in enumerate(sizes)
+        ]
+
+    def _decode(
+        self, embedding: Embedding, batch: PromptBatch, multimask: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = self.predictor
+        p.features = embedding.tensors["image_embed"]
+        p.original_size = embedding.original_size
+        p.input_size = embedding.input_size
+        p.is_image_set = True
+        try:
+            coords = labels = boxes = masks = None
+            if batch.coords is not None:
+                coords = p.transform.apply_coords_torch(
+                    self._tensor(batch.coords), embedding.original_size
+                )
+                labels = self._tensor(batch.labels, integer=True)
+            if batch.boxes is not None:
+                boxes = p.transform.apply_boxes_torch(
+                    self._tensor(batch.boxes), embedding.original_size
+                )
+            if batch.masks is not None:
+                masks = self._tensor(batch.masks)
+            out_masks, scores, logits = p.predict_torch(
+                coords, labels, boxes, masks, multimask_output=multimask
+            )
+        finally:
+            p.reset_image()
+        return (
+            out_masks.cpu().numpy(),
+            scores.float().cpu().numpy(),
+            logits.float().cpu().numpy(),
+        )
+
+    def _tensor(self, arr: np.ndarray, *, integer: bool = False) -> torch.Tensor:
+        import torch
+
+        dtype = torch.int64 if integer else torch.float32
+        return torch.as_tensor(arr, dtype=dtype, device=self.device)

@@ -1,0 +1,139 @@
+"""SAM2 / SAM2.1 backend: Hiera tiny, small, base+, large, and a tiny test architecture.
+
+Models are built by sam2's own hydra builder from the configs shipped in the sam2 package.
+The model class is sam2's ``SAM2VideoPredictor`` (a ``SAM2Base``), so one loaded model serves
+both single-plane prediction (through ``SAM2ImagePredictor``) and memory propagation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._common import PromptBatch, TorchBackend
+from .base import Embedding
+
+__all__ = ["SAM2_ARCHS", "Sam2Backend", "build_sam2_model", "TINY_SAM2_OVERRIDES"]
+
+#: Architecture name -> sam2 config file.
+SAM2_ARCHS = {
+    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
+    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+}
+
+#: Hydra overrides that shrink SAM2.1-tiny to a 256-pixel input and stages of 1, 1, 2 and 1 blocks.
+TINY_SAM2_OVERRIDES = (
+    "++model.image_size=256",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.memory_attention.num_layers=1",
+    "++model.memory_attention.layer.self_attention.feat_sizes=[16,16]",
+    "++model.memory_attention.layer.cross_attention.feat_sizes=[16,16]",
+)
+
+
+def build_sam2_model(arch: str, *, device: Any = "cpu") -> Any:
+    """Build an uninitialised (random-weight) SAM2 model with sam2's own builder.
+
+    Parameters
+    ----------
+    arch : str
+        A key of :data:`SAM2_ARCHS`.
+    device : str or torch.device
+    """
+    if arch not in SAM2_ARCHS:
+        raise ValueError(
+            f"unknown SAM2 architecture {arch!r}; choose one of {sorted(SAM2_ARCHS)}"
+        )
+    import sam2  # noqa: F401  (registers sam2's configs with hydra)
+    from sam2.build_sam import build_sam2_video_predictor
+
+    overrides = list(TINY_SAM2_OVERRIDES) if arch == "tiny" else []
+    return build_sam2_video_predictor(
+        SAM2_ARCHS[arch], ckpt_path=None, device=str(device), hydra_overrides_extra=overrides
+    )
+
+
+class Sam2Backend(TorchBackend):
+    """A SAM2 model served through sam2's ``SAM2ImagePredictor``."""
+
+    family = "sam2"
+    _KEYS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        model = model.to(kwargs["device"]).eval()
+        super().__init__(model, image_size=model.image_size, **kwargs)
+        self.predictor = SAM2ImagePredictor(model)
+        s = self.image_size
+        # The predictor assumes a 1024 input; its feature sizes must follow the model's.
+        self.predictor._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+
+    def _feature_keys(self) -> tuple[str, ...]:
+        return self._KEYS
+
+    def _embed_batch(self, images: list[np.ndarray]) -> list[Embedding]:
+        p = self.predictor
+        p.set_image_batch(images)
+        try:
+            emb = p._features["image_embed"]
+            hr0, hr1 = p._features["high_res_feats"]
+            s = self.image_size
+            return [
+                Embedding(
+                    {
+                        "image_embed": emb[i : i + 1],
+                        "high_res_feats_0": hr0[i : i + 1],
+                        "high_res_feats_1": hr1[i : i + 1],
+                    },
+                    tuple(int(v) for v in images[i].shape[:2]),
+                    (s, s),
+                    self.model_id,
+                )
+                for i in range(len(images))
+            ]
+        finally:
+            p.reset_predictor()
+
+    def _decode(
+        self, embedding: Embedding, batch: PromptBatch, multimask: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(next(a for a in (batch.coords, batch.boxes, batch.masks) if a is not None))
+        if batch.coords is None and batch.boxes is None and n > 1:
+            # SAM2's decoder batches only over point/box prompts: decode masks one by one.
+            parts = [
+                self._decode(embedding, PromptBatch(None, None, None, batch.masks[i : i + 1]),
+                             multimask)
+                for i in range(n)
+            ]
+            return tuple(np.concatenate([pt[k] for pt in parts]) for k in range(3))
+        p = self.predictor
+        t = embedding.tensors
+        p._features = {
+            "image_embed": t["image_embed"],
+            "high_res_feats": [t["high_res_feats_0"], t["high_res_feats_1"]],
+        }
+        p._orig_hw = [tuple(embedding.original_size)]
+        p._is_image_set, p._is_batch = True, False
+        try:
+            masks, scores, logits = p.predict(
+                point_coords=batch.coords,
+                point_labels=batch.labels,
+                box=batch.boxes,
+                mask_input=batch.masks,
+                multimask_output=multimask,
+            )
+        finally:
+            p.reset_predictor()
+        if masks.ndim == 3:  # the predictor squeezes a batch of one
+            masks, scores, logits = masks[None], scores[None], logits[None]
+        return masks > 0.5, scores, logits
