@@ -1,0 +1,98 @@
+"""Reading images from files without loading more than needed.
+
+TIFF files are opened as lazy zarr arrays through tifffile (planes are read on demand),
+zarr stores are opened in place, ``.npy`` files are memory-mapped, and PNG/JPEG are read
+whole (they are small).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ImageData", "read_image"]
+
+_PLAIN = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+_TIFF = {".tif", ".tiff"}
+
+
+@dataclass
+class ImageData:
+    """An image read from disk: the array (possibly lazy) and whether its last axis is RGB."""
+
+    data: Any
+    rgb: bool
+    path: Path
+
+
+def _is_rgb_shape(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3 and shape[-1] in (3, 4)
+
+
+def read_image(path: str | os.PathLike) -> ImageData:
+    """Open an image file or store.
+
+    Parameters
+    ----------
+    path : str or path
+        ``.tif``/``.tiff`` (2D to 4D, lazy), ``.png``/``.jpg`` (2D gray or RGB), a ``.zarr``
+        array, or ``.npy`` (memory-mapped).
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing exists at ``path``.
+    ValueError
+        If the format is not supported or the file cannot be read.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"image not found: {p}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in _TIFF:
+            data = _read_tiff(p)
+        elif suffix in _PLAIN:
+            from PIL import Image
+
+            with Image.open(p) as im:
+                data = np.asarray(im.convert("RGB") if im.mode in ("P", "CMYK") else im)
+        elif suffix == ".npy":
+            data = np.load(p, mmap_mode="r")
+        elif suffix == ".zarr" or (p / "zarr.json").exists() or (p / ".zarray").exists():
+            import zarr
+
+            data = zarr.open_array(str(p), mode="r")
+        else:
+            raise ValueError(
+                f"unsupported image format {suffix or p.name!r}; use TIFF, PNG, JPEG, zarr or .npy"
+            )
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, ValueError) and "unsupported image format" in str(exc):
+            raise
+        raise ValueError(f"cannot read image {p}: {exc}") from exc
+    if getattr(data, "ndim", 0) < 2 or 0 in data.shape:
+        raise ValueError(f"{p} holds an array of shape {data.shape}; need a 2D or larger image")
+    if data.dtype.kind not in "biuf":
+        raise ValueError(f"{p} holds {data.dtype} data; need integer, float or bool pixels")
+    rgb = suffix in _PLAIN and _is_rgb_shape(data.shape)
+    if suffix in _TIFF and _is_rgb_shape(data.shape):
+        rgb = True
+    return ImageData(data, rgb, p)
+
+
+def _read_tiff(p: Path) -> Any:
+    import tifffile
+    import zarr
+
+    with tifffile.TiffFile(p) as tif:
+        series = tif.series[0]
+        nbytes = int(np.prod(series.shape)) * series.dtype.itemsize
+        if nbytes <= 256 * 2**20:
+            return series.asarray()
+    store = tifffile.imread(p, aszarr=True)
+    return zarr.open_array(store, mode="r")

@@ -1,0 +1,207 @@
+"""A segmentation session: one image, one model, its embeddings, one labels store, undo.
+
+The napari widget, the notebook API and the command line all drive this object; it never
+imports napari or Qt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .intensity import Normalizer
+from .labels import LabelsStore
+from .prompts import ObjectPrompt, PromptSet
+
+__all__ = ["Session", "Segmentation"]
+
+
+@dataclass
+class Segmentation:
+    """The best mask of one object on one plane."""
+
+    plane: tuple[int, ...]
+    obj_id: int
+    mask: np.ndarray  # (H, W) bool
+    score: float
+    logits: np.ndarray  # (lr, lr) float32
+
+
+class Session:
+    """Interactive segmentation of one image or volume.
+
+    Parameters
+    ----------
+    image : array-like
+        ``(..., H, W)`` grayscale or ``(..., H, W, C)`` with ``rgb=True``; numpy, zarr, dask
+        or anything with numpy-style indexing. Planes are read lazily.
+    backend : Backend
+        A model from :func:`napari_segany.load_model`.
+    normalizer : Normalizer, optional
+        Intensity mapping; fitted once on the whole image when omitted.
+    rgb : bool
+        The last axis of ``image`` holds RGB(A) channels.
+    labels : str, path or LabelsStore, optional
+        Where committed objects are written; created (or reopened) with the image's shape.
+    max_cached_embeddings : int
+        Plane embeddings kept in memory (least recently used are dropped).
+    history : int
+        Number of commits that can be undone.
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        backend: Any,
+        *,
+        normalizer: Normalizer | None = None,
+        rgb: bool = False,
+        labels: str | os.PathLike | LabelsStore | None = None,
+        max_cached_embeddings: int = 8,
+        history: int = 50,
+    ) -> None:
+        self.image = image
+        self.rgb = bool(rgb)
+        shape = tuple(image.shape[:-1] if rgb else image.shape)
+        if len(shape) < 2 or min(shape) == 0:
+            raise ValueError(f"need an image with 2 or more non-empty axes, got shape {image.shape}")
+        self.shape = shape
+        self.backend = backend
+        self.normalizer = normalizer or Normalizer.fit(image, rgb=rgb)
+        self._embeddings: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._max_cached = max(1, int(max_cached_embeddings))
+        self._undo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
+        self._redo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
+        self._history = int(history)
+        self.labels: LabelsStore | None = None
+        if labels is not None:
+            self.labels = (
+                labels if isinstance(labels, LabelsStore)
+                else LabelsStore.open_or_create(labels, self.shape)
+            )
+            if self.labels.shape != self.shape:
+                raise ValueError(
+                    f"labels of shape {self.labels.shape} do not fit the image shape {self.shape}"
+                )
+            self.labels.update_provenance(model=backend.signature(),
+                                          normalization=self.normalizer.to_dict())
+        self.embeddings_computed = 0
+
+    # -- planes ---------------------------------------------------------------------------------
+    @property
+    def plane_keys_shape(self) -> tuple[int, ...]:
+        """Shape of the leading (plane-indexing) axes; ``()`` for a 2D image."""
+        return self.shape[:-2]
+
+    def check_plane(self, plane: tuple[int, ...] | int | None) -> tuple[int, ...]:
+        key = () if plane is None else ((plane,) if np.isscalar(plane) else tuple(plane))
+        lead = self.plane_keys_shape
+        if len(key) != len(lead) or any(not 0 <= int(k) < n for k, n in zip(key, lead)):
+            raise ValueError(
+                f"plane {key} does not exist: the image has {len(lead)} leading axes of sizes "
+                f"{lead} (plane index {'() for a 2D image' if not lead else 'out of range'})"
+            )
+        return tuple(int(k) for k in key)
+
+    def plane_rgb(self, plane: tuple[int, ...] | int | None = None) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 plane the model sees."""
+        key = self.check_plane(plane)
+        return self.normalizer(np.asarray(self.image[key]))
+
+    def embedding(self, plane: tuple[int, ...] | int | None = None) -> Any:
+        """The plane's embedding, computed once and kept (LRU) in memory."""
+        key = self.check_plane(plane)
+        if key in self._embeddings:
+            self._embeddings.move_to_end(key)
+            return self._embeddings[key]
+        emb = self.backend.embed(self.plane_rgb(key))
+        self.embeddings_computed += 1
+        self._embeddings[key] = emb
+        while len(self._embeddings) > self._max_cached:
+            self._embeddings.popitem(last=False)
+        return emb
+
+    # -- segmentation -----------------------------------------------------------------------------
+    def segment(
+        self,
+        prompts: PromptSet | dict[int, ObjectPrompt] | ObjectPrompt,
+        plane: tuple[int, ...] | int | None = None,
+        *,
+        multimask: bool = True,
+    ) -> dict[int, Segmentation]:
+        """Segment every object prompted on one plane (one batched decoder call).
+
+        Returns
+        -------
+        dict
+            object id -> :class:`Segmentation` with the highest-scoring mask.
+        """
+        key = self.check_plane(plane)
+        if isinstance(prompts, PromptSet):
+            objects = prompts.for_plane(key)
+        elif isinstance(prompts, ObjectPrompt):
+            objects = {1: prompts}
+        else:
+            objects = dict(prompts)
+        if not objects:
+            raise ValueError(f"no prompts for plane {key}")
+        ids = sorted(objects)
+        pred = self.backend.predict(self.embedding(key), [objects[i] for i in ids],
+                                    multimask=multimask)
+        masks, scores, logits = pred.best()
+        return {
+            i: Segmentation(key, i, masks[n], float(scores[n]), logits[n])
+            for n, i in enumerate(ids)
+        }
+
+    # -- committing -------------------------------------------------------------------------------
+    def _require_labels(self) -> LabelsStore:
+        if self.labels is None:
+            raise ValueError("this session has no labels store; create it with labels=PATH")
+        return self.labels
+
+    def commit(
+        self,
+        seg: Segmentation,
+        *,
+        obj_id: int | None = None,
+        class_name: str | None = None,
+        overlap: str = "keep",
+    ) -> int:
+        """Write a segmentation into the labels store as object ``obj_id``; returns the id."""
+        store = self._require_labels()
+        oid = int(obj_id if obj_id is not None else seg.obj_id)
+        before = store.read_plane(seg.plane)
+        after = store.paint(seg.plane, seg.mask, oid, overlap=overlap)
+        info = {"class_name": class_name} if class_name else {}
+        store.set_object(oid, **info)
+        self._undo.append((seg.plane, before, after))
+        del self._undo[: -self._history]
+        self._redo.clear()
+        return oid
+
+    def undo(self) -> bool:
+        """Restore the plane changed by the last commit; False when there is nothing to undo."""
+        if not self._undo:
+            return False
+        plane, before, after = self._undo.pop()
+        self._require_labels().write_plane(plane, before)
+        self._redo.append((plane, before, after))
+        return True
+
+    def redo(self) -> bool:
+        """Re-apply the last undone commit; False when there is nothing to redo."""
+        if not self._redo:
+            return False
+        plane, before, after = self._redo.pop()
+        self._require_labels().write_plane(plane, after)
+        self._undo.append((plane, before, after))
+        return True
+
+    def new_object_id(self) -> int:
+        """A fresh object id (one above every id committed so far)."""
+        return self._require_labels().next_object_id()
