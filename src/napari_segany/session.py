@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,17 @@ from .labels import LabelsStore
 from .prompts import ObjectPrompt, PromptSet
 
 __all__ = ["Session", "Segmentation"]
+
+
+def _settings_json(settings: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    if settings is None:
+        return None
+    if is_dataclass(settings):
+        return {k: (v if v == v and abs(v) != float("inf") else str(v))
+                if isinstance(v, float) else v for k, v in asdict(settings).items()}
+    return str(settings)
 
 
 @dataclass
@@ -47,6 +59,10 @@ class Session:
         The last axis of ``image`` holds RGB(A) channels.
     labels : str, path or LabelsStore, optional
         Where committed objects are written; created (or reopened) with the image's shape.
+    cache : str or path, optional
+        An on-disk embedding cache (:class:`~napari_segany.cache.EmbeddingCache`): plane
+        embeddings are computed once and reused by interactive prompting, propagation and
+        later sessions. A cache made for other data, model or normalisation is refused.
     max_cached_embeddings : int
         Plane embeddings kept in memory (least recently used are dropped).
     history : int
@@ -61,6 +77,7 @@ class Session:
         normalizer: Normalizer | None = None,
         rgb: bool = False,
         labels: str | os.PathLike | LabelsStore | None = None,
+        cache: str | os.PathLike | None = None,
         max_cached_embeddings: int = 8,
         history: int = 50,
     ) -> None:
@@ -90,6 +107,12 @@ class Session:
             self.labels.update_provenance(model=backend.signature(),
                                           normalization=self.normalizer.to_dict())
         self.embeddings_computed = 0
+        self.cache = None
+        if cache is not None:
+            from .cache import EmbeddingCache
+
+            self.cache = EmbeddingCache(cache, backend=backend, normalizer=self.normalizer,
+                                        data=image, rgb=rgb)
 
     # -- planes ---------------------------------------------------------------------------------
     @property
@@ -118,12 +141,34 @@ class Session:
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
             return self._embeddings[key]
-        emb = self.backend.embed(self.plane_rgb(key))
-        self.embeddings_computed += 1
+        if self.cache is not None:
+            before = self.cache.stats["computed"]
+            emb = self.cache.get(key)
+            self.embeddings_computed += self.cache.stats["computed"] - before
+        else:
+            emb = self.backend.embed(self.plane_rgb(key))
+            self.embeddings_computed += 1
         self._embeddings[key] = emb
         while len(self._embeddings) > self._max_cached:
             self._embeddings.popitem(last=False)
         return emb
+
+    def precompute(
+        self,
+        planes: Any = None,
+        *,
+        batch_size: int = 1,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Any = None,
+    ) -> int:
+        """Embed every plane (or ``planes``) into the on-disk cache; returns how many now.
+
+        Resumes where an earlier, interrupted precompute stopped.
+        """
+        if self.cache is None:
+            raise ValueError("precompute needs an embedding cache: create the session with cache=PATH")
+        return self.cache.precompute(planes, batch_size=batch_size, progress=progress,
+                                     cancel=cancel)
 
     # -- segmentation -----------------------------------------------------------------------------
     def segment(
@@ -201,6 +246,97 @@ class Session:
         self._require_labels().write_plane(plane, after)
         self._undo.append((plane, before, after))
         return True
+
+    # -- propagation ------------------------------------------------------------------------------
+    def propagate(
+        self,
+        prompts: PromptSet,
+        *,
+        method: str = "slice",
+        axis: int = 0,
+        planes: tuple[int, int] | None = None,
+        direction: str = "both",
+        settings: Any = None,
+        cancel: Callable[[], bool] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[int, list[tuple[int, ...]]]:
+        """Propagate prompted objects through the stack and write them plane by plane.
+
+        Parameters
+        ----------
+        prompts : PromptSet
+            Prompts on one or more planes for one or more objects.
+        method : {"slice", "sam2"}
+            ``"slice"``: slice-wise prediction with any backend, each plane prompted by the
+            previous plane's mask (see :mod:`napari_segany.propagate`). ``"sam2"``: SAM2
+            memory tracking (SAM2 models only, see :mod:`napari_segany.propagate_sam2`).
+        axis : int
+            Leading axis to propagate along (e.g. 0 for z in (z, y, x), or for t in (t, z,
+            y, x); 1 for z there).
+        planes : (start, stop), optional
+            Limit to planes ``start <= i < stop`` along ``axis``.
+        direction : {"both", "forward", "backward"}
+        settings : SliceSettings, optional
+            Stopping rules and prompt style of slice-wise propagation.
+        cancel : callable, optional
+            Checked between planes; when it returns True, propagation stops. Every plane is
+            then either fully written or untouched.
+        progress : callable, optional
+            ``progress(planes_done, planes_total)``.
+
+        Returns
+        -------
+        dict
+            object id -> planes written for it, in order.
+
+        Notes
+        -----
+        Overlap policy: results are painted with ``overlap="keep"``: pixels that already
+        belong to another object stay with it. An object's own earlier pixels on a plane
+        are replaced, so re-propagating after a correction replaces what was wrong.
+        """
+        store = self._require_labels()
+        lead = self.plane_keys_shape
+        if not lead:
+            raise ValueError("propagation needs a volume or stack; this image is 2D")
+        if method == "slice":
+            from .propagate import SliceSettings, propagate_slicewise
+
+            results = propagate_slicewise(
+                self.embedding, self.backend, prompts, lead_shape=lead, axis=axis,
+                planes=planes, direction=direction, settings=settings or SliceSettings(),
+                cancel=cancel,
+            )
+        elif method == "sam2":
+            from .propagate_sam2 import propagate_sam2
+
+            results = propagate_sam2(
+                self.embedding, self.backend, prompts, lead_shape=lead,
+                plane_shape=self.shape[-2:], axis=axis, planes=planes, direction=direction,
+                cancel=cancel,
+            )
+        else:
+            raise ValueError(f"method must be 'slice' or 'sam2', not {method!r}")
+        axis_n = lead[axis % len(lead)]
+        span = (planes[1] - planes[0]) if planes else axis_n
+        n_groups = len({k[:axis % len(lead)] + k[axis % len(lead) + 1:] for k in prompts.planes()})
+        total = max(1, span * n_groups)
+        store.update_provenance(
+            prompts=prompts.to_dict(include_masks=False),
+            propagation={"method": method, "axis": axis, "planes": planes,
+                         "direction": direction, "settings": _settings_json(settings)},
+        )
+        written: dict[int, list[tuple[int, ...]]] = {}
+        done_planes: set[tuple[int, ...]] = set()
+        for res in results:
+            store.paint(res.plane, res.mask, res.obj_id, overlap="keep")
+            store.set_object(res.obj_id)
+            written.setdefault(res.obj_id, []).append(res.plane)
+            if res.plane not in done_planes:
+                done_planes.add(res.plane)
+                if progress is not None:
+                    progress(min(len(done_planes), total), total)
+        return written
 
     def new_object_id(self) -> int:
         """A fresh object id (one above every id committed so far)."""
