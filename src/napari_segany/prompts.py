@@ -286,7 +286,8 @@ class ObjectPrompt:
     box : ndarray, shape (4,), float64, or None
         ``(x0, y0, x1, y1)`` with ``x0 <= x1`` and ``y0 <= y1``.
     mask : ndarray, shape (H, W), bool or float32, or None
-        Optional SAM mask input: a bool mask or low-resolution float32 logits.
+        Optional SAM mask input: a bool mask or low-resolution float32 logits. Integer
+        masks become bool (non-zero is inside); float arrays are taken as logits.
     """
 
     points: np.ndarray | None = None
@@ -309,7 +310,9 @@ class ObjectPrompt:
             m = np.array(self.mask)
             if m.ndim != 2:
                 raise PromptError(f"ObjectPrompt mask must be 2D (H, W), got shape {m.shape}")
-            self.mask = m if m.dtype == bool else m.astype(np.float32)
+            # integer masks (e.g. a slice of a Labels layer) are binary masks, not logits
+            self.mask = (m if m.dtype == bool else m != 0 if m.dtype.kind in "iu"
+                         else m.astype(np.float32))
 
     def is_empty(self) -> bool:
         """True when there are no points, no box and no mask."""
