@@ -159,25 +159,35 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if plane is None:
         plane = (0,) * (len(shape) - 2)
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    # check everything the user typed before loading a model or touching the output
+    lead, (h, w) = tuple(shape[:-2]), tuple(shape[-2:])
+    if len(plane) != len(lead) or any(not 0 <= k < n for k, n in zip(plane, lead)):
+        raise UsageError(f"--plane {plane} does not fit an image with leading axes {lead}"
+                         + ("" if lead else " (a 2D image takes no --plane)"))
+    for i, p in enumerate(prompts):
+        if p.box is not None and (p.box[0] >= w or p.box[1] >= h or p.box[2] < 0 or p.box[3] < 0):
+            raise UsageError(f"box {i + 1} {p.box.tolist()} lies outside the {w}x{h} image")
+        if len(p.points) and (np.any(p.points < -0.5) or np.any(p.points[:, 0] > w - 0.5)
+                              or np.any(p.points[:, 1] > h - 0.5)):
+            raise UsageError(f"a point of {p.points.tolist()} lies outside the {w}x{h} image")
     store_path = args.out / "labels.zarr"
+    if store_path.exists() and not args.overwrite:
+        LabelsStore.open_or_create(store_path, shape)  # refuses a store of another shape
     t0 = time.perf_counter()
     backend = _load_backend(args)
     t1 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
     store = (LabelsStore.create(store_path, shape, overwrite=True) if args.overwrite
              else LabelsStore.open_or_create(store_path, shape))
     session = Session(image, backend, rgb=rgb, labels=store)
     plane = session.check_plane(plane)
-    h, w = shape[-2:]
-    for i, p in enumerate(prompts):  # clear messages for prompts off the plane
-        if p.box is not None and (p.box[0] >= w or p.box[1] >= h or p.box[2] < 0 or p.box[3] < 0):
-            raise UsageError(f"box {i + 1} {p.box.tolist()} lies outside the {w}x{h} image")
     start_id = store.next_object_id()
     segs = session.segment({start_id + i: p for i, p in enumerate(prompts)}, plane)
     t2 = time.perf_counter()
     for seg in segs.values():
         session.commit(seg)
-    store.update_provenance(prompts={str(k): _prompt_json(prompts[k - start_id]) for k in segs},
+    store.update_provenance(prompts={**store.provenance.get("prompts", {}),  # keep earlier runs'
+                                     **{str(k): _prompt_json(prompts[k - start_id]) for k in segs}},
                             plane=list(plane))
     labels = store.read_plane(plane)
     pts = np.concatenate([p.points for p in prompts]) if prompts else None
@@ -222,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_segment(args)
         return _cmd_models(args)
     except DownloadError as exc:
-        print(f"napari-segany: {exc}\n(for a compute-only smoke run without weights add "
+        print(f"napari-segany: {exc} (for a compute-only smoke run without weights add "
               "--random-weights)", file=sys.stderr)
         return 2
     except (UsageError, ValueError, FileNotFoundError, CheckpointError) as exc:

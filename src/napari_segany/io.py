@@ -18,6 +18,8 @@ __all__ = ["ImageData", "read_image"]
 
 _PLAIN = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 _TIFF = {".tif", ".tiff"}
+#: TIFF series up to this many bytes are read into memory; larger ones are opened lazily.
+IN_MEMORY_MAX_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -92,7 +94,7 @@ def _read_tiff(p: Path) -> Any:
     with tifffile.TiffFile(p) as tif:
         series = tif.series[0]
         nbytes = int(np.prod(series.shape)) * series.dtype.itemsize
-        if nbytes <= 256 * 2**20:
+        if nbytes <= IN_MEMORY_MAX_BYTES:
             return series.asarray()
     store = tifffile.imread(p, aszarr=True)
     return zarr.open_array(store, mode="r")

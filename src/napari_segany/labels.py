@@ -18,6 +18,7 @@ Layout and guarantees
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -125,16 +126,25 @@ class LabelsStore:
 
     @property
     def provenance(self) -> dict[str, Any]:
-        return dict(self.array.attrs[ATTRS_KEY])
+        """A deep copy of the provenance attributes (editing it does not change the store)."""
+        return copy.deepcopy(dict(self.array.attrs[ATTRS_KEY]))
+
+    def _check_writable(self) -> None:
+        if getattr(self.array, "read_only", False):
+            raise LabelsStoreError(
+                f"{self.path} was opened read-only (mode='r'); reopen it with mode='r+' to write"
+            )
 
     def update_provenance(self, **fields: Any) -> None:
         """Merge JSON-serialisable ``fields`` into the provenance attributes."""
+        self._check_writable()
         meta = self.provenance
         meta.update(fields)
         self.array.attrs[ATTRS_KEY] = meta
 
     def set_object(self, obj_id: int, **info: Any) -> None:
         """Record metadata of one object (e.g. ``class_name="nucleus"``)."""
+        self._check_writable()
         meta = self.provenance
         objects = dict(meta.get("objects", {}))
         objects[str(int(obj_id))] = {**objects.get(str(int(obj_id)), {}), **info}
@@ -163,6 +173,7 @@ class LabelsStore:
 
     def write_plane(self, plane: tuple[int, ...] | int, labels: np.ndarray) -> None:
         """Replace one whole plane with ``labels`` (``(H, W)``, non-negative integers)."""
+        self._check_writable()
         key = self._key(plane)
         arr = np.asarray(labels)
         if arr.shape != self.plane_shape:
@@ -170,8 +181,14 @@ class LabelsStore:
                 f"plane {key}: got labels of shape {arr.shape}, the store's planes are "
                 f"{self.plane_shape}"
             )
-        if arr.dtype.kind not in "biu" or (arr.dtype.kind == "i" and arr.size and arr.min() < 0):
-            raise LabelsStoreError(f"plane {key}: labels must be non-negative integers")
+        if arr.dtype.kind not in "biu":
+            raise LabelsStoreError(
+                f"plane {key}: labels must be non-negative integers, got dtype {arr.dtype}")
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < 0 or hi > np.iinfo(np.uint32).max:
+            raise LabelsStoreError(
+                f"plane {key}: labels must be integers in 0..{np.iinfo(np.uint32).max}, got "
+                f"values from {lo} to {hi}")
         self.array[key] = arr.astype(np.uint32, copy=False)
         self._mark_written(key)
 
@@ -188,6 +205,7 @@ class LabelsStore:
         Pixels of ``obj_id`` outside ``mask`` are cleared first, so painting replaces the
         object's previous mask on that plane.
         """
+        self._check_writable()
         if overlap not in OVERLAP_POLICIES:
             raise LabelsStoreError(f"overlap must be one of {OVERLAP_POLICIES}, got {overlap!r}")
         if int(obj_id) < 1:

@@ -244,7 +244,7 @@ def load_model(
             if spec.url is None:
                 raise ValueError(
                     f"model {spec.name!r} has no published weights; pass checkpoint=PATH "
-                    "or random_weights=True"
+                    "(--checkpoint) or random_weights=True (--random-weights)"
                 )
             file = W.fetch_checkpoint(
                 spec.url, sha256=spec.sha256, cache_dir=cache_dir, offline=offline,
