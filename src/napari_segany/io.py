@@ -29,6 +29,8 @@ class ImageData:
     data: Any
     rgb: bool
     path: Path
+    affine: np.ndarray | None = None  # NIfTI: voxel (x, y, z) -> world, of the file's axes
+    spacing: tuple[float, ...] | None = None  # voxel size along ``data``'s axes
 
 
 def _is_rgb_shape(shape: tuple[int, ...]) -> bool:
@@ -42,7 +44,10 @@ def read_image(path: str | os.PathLike) -> ImageData:
     ----------
     path : str or path
         ``.tif``/``.tiff`` (2D to 4D, lazy), ``.png``/``.jpg`` (2D gray or RGB), a ``.zarr``
-        array, or ``.npy`` (memory-mapped).
+        array, ``.npy`` (memory-mapped), ``.nii``/``.nii.gz`` (NIfTI; returned as
+        ``(z, y, x)``, i.e. the file's axes reversed, with the affine kept), or a folder of
+        PNG/JPEG/TIFF frames (a lazy ``(t, y, x[, c])`` stack read frame by frame, sorted
+        by file name).
 
     Raises
     ------
@@ -55,6 +60,11 @@ def read_image(path: str | os.PathLike) -> ImageData:
     if not p.exists():
         raise FileNotFoundError(f"image not found: {p}")
     suffix = p.suffix.lower()
+    if p.name.lower().endswith((".nii", ".nii.gz")):
+        return _read_nifti(p)
+    if p.is_dir() and not (p / "zarr.json").exists() and not (p / ".zarray").exists():
+        frames = FrameFolder(p)
+        return ImageData(frames, _is_rgb_shape(frames.shape[1:]), p)
     try:
         if suffix in _TIFF:
             data = _read_tiff(p)
@@ -98,3 +108,73 @@ def _read_tiff(p: Path) -> Any:
             return series.asarray()
     store = tifffile.imread(p, aszarr=True)
     return zarr.open_array(store, mode="r")
+
+
+def _read_nifti(p: Path) -> ImageData:
+    try:
+        import nibabel as nib
+
+        img = nib.load(str(p))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises several error types for bad files
+        raise ValueError(f"cannot read NIfTI image {p}: {exc}") from exc
+    if data.ndim < 2 or 0 in data.shape or data.dtype.kind not in "biuf":
+        raise ValueError(f"{p} holds a {data.dtype} array of shape {data.shape}; need a 2D+ image")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
+    # NIfTI stores (x, y, z[, t]); planes of a volume are the last axes reversed: (z, y, x)
+    return ImageData(np.ascontiguousarray(data.T), False, p, affine=np.asarray(img.affine),
+                     spacing=zooms[::-1])
+
+
+class FrameFolder:
+    """A folder of 2D frames as a lazy ``(t, H, W[, C])`` array; frames are read on demand.
+
+    All frames must have the same shape and dtype (checked on the first frame; a frame
+    that differs is an error naming it when it is read).
+    """
+
+    _EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.files = sorted(f for f in self.folder.iterdir() if f.suffix.lower() in self._EXT)
+        if not self.files:
+            raise ValueError(f"{self.folder} holds no image frames ({', '.join(self._EXT)})")
+        first = self._read(0)
+        self._frame_shape, self.dtype = first.shape, first.dtype
+        self.shape = (len(self.files),) + first.shape
+        self.ndim = len(self.shape)
+
+    def _read(self, i: int) -> np.ndarray:
+        f = self.files[i]
+        if f.suffix.lower() in _TIFF:
+            import tifffile
+
+            return tifffile.imread(f)
+        from PIL import Image
+
+        with Image.open(f) as im:
+            return np.asarray(im.convert("RGB") if im.mode in ("P", "CMYK") else im)
+
+    def frame(self, i: int) -> np.ndarray:
+        arr = self._read(i)
+        if arr.shape != self._frame_shape:
+            raise ValueError(f"frame {self.files[i].name} has shape {arr.shape}, the first "
+                             f"frame {self._frame_shape}; all frames must match")
+        return arr
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            return self.frame(range(len(self))[int(first)])[rest]
+        frames = [self.frame(i) for i in range(len(self))[first]]
+        out = np.stack(frames) if frames else np.empty((0,) + self._frame_shape, self.dtype)
+        return out[(slice(None),) + rest]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
