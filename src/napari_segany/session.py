@@ -302,9 +302,10 @@ class Session:
         if method == "slice":
             from .propagate import SliceSettings, propagate_slicewise
 
+            settings = settings or SliceSettings()
             results = propagate_slicewise(
                 self.embedding, self.backend, prompts, lead_shape=lead, axis=axis,
-                planes=planes, direction=direction, settings=settings or SliceSettings(),
+                planes=planes, direction=direction, settings=settings,
                 cancel=cancel,
             )
         elif method == "sam2":
