@@ -23,9 +23,21 @@ __all__ = [
     "register_model",
     "register_family",
     "ModelSpec",
+    "Session",
+    "LabelsStore",
+    "EmbeddingCache",
+    "SliceSettings",
+    "read_image",
+    "load_sample",
 ]
 
 _LAZY = {
+    "Session": "napari_segany.session",
+    "LabelsStore": "napari_segany.labels",
+    "EmbeddingCache": "napari_segany.cache",
+    "SliceSettings": "napari_segany.propagate",
+    "read_image": "napari_segany.io",
+    "load_sample": "napari_segany.samples",
     "Normalizer": "napari_segany.intensity",
     "PromptSet": "napari_segany.prompts",
     "ObjectPrompt": "napari_segany.prompts",
@@ -46,7 +58,13 @@ if TYPE_CHECKING:  # pragma: no cover
         register_family,
         register_model,
     )
+    from .cache import EmbeddingCache
     from .intensity import Normalizer
+    from .io import read_image
+    from .labels import LabelsStore
+    from .propagate import SliceSettings
+    from .samples import load_sample
+    from .session import Session
     from .prompts import ObjectPrompt, PromptSet, points_to_prompts, shapes_to_prompts
 
 
