@@ -215,8 +215,9 @@ def fetch_checkpoint(
     except (OSError, http.client.HTTPException) as exc:
         reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else exc
         raise DownloadError(
-            f"could not download model file {name} from {url}: {reason}. Any partial "
-            f"download is kept in {part} and resumed next time. "
+            f"could not download model file {name} from {url}: {reason}. "
+            + (f"The partial download is kept in {part} and resumed next time. "
+               if part.exists() else "")
             + _how_to_work_offline(name, url, target)
         ) from exc
     if actual != expected:
