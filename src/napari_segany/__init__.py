@@ -24,6 +24,7 @@ __all__ = [
     "register_family",
     "ModelSpec",
     "Session",
+    "Segmenter",
     "LabelsStore",
     "EmbeddingCache",
     "SliceSettings",
@@ -33,6 +34,7 @@ __all__ = [
 
 _LAZY = {
     "Session": "napari_segany.session",
+    "Segmenter": "napari_segany.api",
     "LabelsStore": "napari_segany.labels",
     "EmbeddingCache": "napari_segany.cache",
     "SliceSettings": "napari_segany.propagate",
@@ -58,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
         register_family,
         register_model,
     )
+    from .api import Segmenter
     from .cache import EmbeddingCache
     from .intensity import Normalizer
     from .io import read_image

@@ -1,0 +1,135 @@
+"""Regenerate the example notebooks from the cell sources below (run from the repo root).
+
+    python notebooks/_build.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat as nbf
+
+HERE = Path(__file__).parent
+
+SETTINGS = '''import os
+
+import numpy as np
+
+import napari_segany as sa
+
+# Model settings. Real use: an official model (weights are downloaded once) or a local
+# checkpoint file. The test suite runs this notebook with NAPARI_SEGANY_MODEL=sam2_tiny and
+# NAPARI_SEGANY_RANDOM_WEIGHTS=1: a tiny random-weight model, so the masks are meaningless
+# there but every step runs.
+MODEL = os.environ.get("NAPARI_SEGANY_MODEL", "sam2.1_hiera_tiny")
+RANDOM_WEIGHTS = os.environ.get("NAPARI_SEGANY_RANDOM_WEIGHTS", "0") == "1"
+CHECKPOINT = os.environ.get("NAPARI_SEGANY_CHECKPOINT")  # e.g. a fine-tuned SAM file
+backend = sa.load_model(MODEL, checkpoint=CHECKPOINT, random_weights=RANDOM_WEIGHTS)
+backend'''
+
+NOTEBOOKS = {
+    "01_cells_2d.ipynb": [
+        ("md", "# Segmenting cells on a 2D image\n\nClick-style prompts (points, boxes) on a "
+               "2D fluorescence image, committed one object at a time into a zarr labels store, "
+               "then exported."),
+        ("code", SETTINGS),
+        ("md", "The bundled sample is a synthetic 16-bit nuclei image with ground truth. "
+               "Any 2D array works, or a file path (TIFF, PNG, zarr, ...)."),
+        ("code", '''sample = sa.load_sample("nuclei")
+seg = sa.Segmenter(sample.image, model=backend)
+print(sample.image.shape, sample.image.dtype, "->", seg.normalizer)'''),
+        ("md", "One positive click on a nucleus; the best of SAM's candidate masks is kept."),
+        ("code", '''mask = seg.segment(points=[sample.point])
+gt = sample.labels == sample.object_id
+iou = (mask & gt).sum() / max(1, (mask | gt).sum())
+print(f"{mask.sum()} px, IoU with ground truth {iou:.2f}")
+seg.commit(class_name="nucleus")
+seg.show()'''),
+        ("md", "Boxes from a detector (here: the ground-truth boxes of three more nuclei) are "
+               "decoded in one batched call, one object per box."),
+        ("code", '''boxes = []
+for oid in (2, 3, 4):
+    ys, xs = np.nonzero(sample.labels == oid)
+    boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+masks = seg.segment(boxes=boxes)
+print(masks.shape)
+seg.commit(class_name="nucleus")
+seg.show()'''),
+        ("code", '''seg.undo()            # the last commit (three boxes) is undone ...
+seg.redo()            # ... and re-applied
+out = seg.export(seg.labels.path.parent / "nuclei.tif")
+print("labels", np.unique(seg.labels_numpy()), "exported to", out.name)'''),
+    ],
+    "02_volume_propagation.ipynb": [
+        ("md", "# Propagating an object through a 3D volume\n\nPrompt one plane of a (z, y, x) "
+               "volume, then let slice-wise SAM or SAM2 memory propagation segment the rest. "
+               "Results are written plane by plane into a zarr labels store; embeddings are "
+               "cached on disk and reused."),
+        ("code", SETTINGS),
+        ("code", '''import tempfile
+from pathlib import Path
+
+from napari_segany.prompts import ObjectPrompt, PromptSet
+
+work = Path(tempfile.mkdtemp())
+sample = sa.load_sample("volume")          # (z, y, x) uint16 with one blob
+seg = sa.Segmenter(sample.image, model=backend, labels=work / "labels.zarr",
+                       cache=work / "embeddings.zarr")
+print(sample.image.shape, "prompt on plane", sample.point_plane)'''),
+        ("code", '''n = seg.precompute(progress=lambda done, total: None)
+print(f"embedded {n} planes; a second precompute embeds {seg.precompute()}")'''),
+        ("code", '''prompts = PromptSet()
+prompts.add(sample.point_plane, 1, ObjectPrompt(points=[sample.point], labels=[1]))
+method = "sam2" if backend.family == "sam2" else "slice"
+written = seg.propagate(prompts, method=method)
+print(method, "propagation wrote", len(written[1]), "planes")'''),
+        ("code", '''for z in (sample.point_plane[0] - 4, sample.point_plane[0], sample.point_plane[0] + 4):
+    labels = seg.labels.read_plane((z,))
+    gt = sample.labels[z] == 1
+    print(z, "IoU", round(((labels == 1) & gt).sum() / max(1, ((labels == 1) | gt).sum()), 2))
+seg.show(sample.point_plane)'''),
+        ("md", "The store keeps its provenance: model, weights, prompts and settings."),
+        ("code", '''prov = seg.labels.provenance
+{k: prov[k] for k in ("version", "model", "propagation")}'''),
+    ],
+    "03_timelapse_propagation.ipynb": [
+        ("md", "# Tracking an object through a time-lapse\n\nA (t, y, x) movie is just another "
+               "stack: prompt the first frame with a mask, track it with SAM2's memory. "
+               "Frames are read lazily and never written out as JPEG."),
+        ("code", SETTINGS),
+        ("code", '''from napari_segany.prompts import ObjectPrompt, PromptSet
+
+t, h, w = 30, 160, 200
+yy, xx = np.mgrid[:h, :w]
+movie = np.zeros((t, h, w), np.uint16)
+truth = np.zeros((t, h, w), bool)
+rng = np.random.default_rng(0)
+for i in range(t):   # a cell drifting right and changing shape
+    cy, cx = 80 + 20 * np.sin(i / 6), 40 + 4 * i
+    truth[i] = ((yy - cy) / 18) ** 2 + ((xx - cx) / (14 + 4 * np.cos(i / 5))) ** 2 <= 1
+    movie[i] = 400 + 3000 * truth[i] + rng.normal(0, 80, (h, w)).clip(-400, 400)
+seg = sa.Segmenter(movie, model=backend)'''),
+        ("code", '''prompts = PromptSet()
+prompts.add((0,), 1, ObjectPrompt(mask=truth[0]))
+if backend.family == "sam2":
+    written = seg.propagate(prompts, method="sam2")
+else:
+    written = seg.propagate(prompts, method="slice")
+print("tracked through", len(written[1]), "frames")
+seg.show((t // 2,))'''),
+    ],
+}
+
+
+def build() -> None:
+    for name, cells in NOTEBOOKS.items():
+        nb = nbf.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
+                    for kind, src in cells]
+        nbf.write(nb, HERE / name)
+
+
+if __name__ == "__main__":
+    build()

@@ -1,0 +1,189 @@
+"""The notebook / Python API: one :class:`Segmenter` per image or volume.
+
+A :class:`Segmenter` is a :class:`~napari_segany.session.Session` that also loads the image
+and the model for you, takes prompts as plain arrays, shows results inline in Jupyter,
+pushes them into a napari viewer and exports them.
+
+Examples
+--------
+>>> seg = Segmenter("cells.tif", model="sam2.1_hiera_tiny", labels="cells.zarr")  # doctest: +SKIP
+>>> mask = seg.segment(points=[[120, 80]])            # one object, best mask   # doctest: +SKIP
+>>> seg.commit()                                        # into the labels store  # doctest: +SKIP
+>>> seg.show()                                          # inline overlay         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .intensity import Normalizer
+from .prompts import ObjectPrompt, PromptSet
+from .session import Segmentation, Session
+
+__all__ = ["Segmenter"]
+
+
+class Segmenter(Session):
+    """Segment one image, volume or time stack from a notebook or script.
+
+    Parameters
+    ----------
+    image : array-like or path
+        numpy, zarr or dask array (``(..., H, W)``, or ``(..., H, W, C)`` with ``rgb=True``),
+        or a file/folder :func:`napari_segany.io.read_image` opens (TIFF, PNG/JPEG, zarr,
+        NIfTI, a folder of frames).
+    model : str, path or Backend
+        Registry name, checkpoint path, or an already loaded backend.
+    labels : path, optional
+        Labels store to write; default: a new store in a temporary folder.
+    cache : path, optional
+        On-disk embedding cache (reused across runs).
+    rgb : bool, optional
+        Last axis is colour; guessed for files.
+    window, percentiles, channel_axis, channels :
+        Intensity options passed to :meth:`Normalizer.fit` (e.g. ``window="ct_soft_tissue"``).
+    device, checkpoint, random_weights :
+        Passed to :func:`napari_segany.load_model`.
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        *,
+        model: Any = None,
+        labels: str | os.PathLike | None = None,
+        cache: str | os.PathLike | None = None,
+        rgb: bool | None = None,
+        window: Any = None,
+        percentiles: tuple[float, float] | None = None,
+        channel_axis: int | None = None,
+        channels: tuple[int, ...] | None = None,
+        device: Any = None,
+        checkpoint: str | os.PathLike | None = None,
+        random_weights: bool = False,
+    ) -> None:
+        self.source = None
+        if isinstance(image, (str, os.PathLike)):
+            from .io import read_image
+
+            self.source = read_image(image)
+            image, rgb = self.source.data, self.source.rgb if rgb is None else rgb
+        rgb = bool(rgb)
+        if model is None or isinstance(model, (str, os.PathLike)):
+            from .engine.registry import DEFAULT_MODEL, load_model
+
+            backend = load_model(model or DEFAULT_MODEL, checkpoint=checkpoint, device=device,
+                                 random_weights=random_weights)
+        else:
+            backend = model
+        fit: dict[str, Any] = {"rgb": rgb, "channel_axis": channel_axis, "channels": channels}
+        if window is not None:
+            fit.update(mode="window", window=window)
+        if percentiles is not None:
+            fit.update(mode="percentile", percentiles=tuple(percentiles))
+        normalizer = Normalizer.fit(image, **fit)
+        if labels is None:
+            labels = Path(tempfile.mkdtemp(prefix="segany-")) / "labels.zarr"
+        super().__init__(image, backend, normalizer=normalizer, rgb=rgb, labels=labels,
+                         cache=cache)
+        self.last: dict[int, Segmentation] = {}
+
+    # -- prompting ------------------------------------------------------------------------------
+    def segment(  # type: ignore[override]
+        self,
+        prompts: PromptSet | dict[int, ObjectPrompt] | ObjectPrompt | None = None,
+        plane: tuple[int, ...] | int | None = None,
+        *,
+        points: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        boxes: Any = None,
+        mask: Any = None,
+        obj_id: int | None = None,
+        multimask: bool = True,
+    ) -> np.ndarray:
+        """Segment on one plane; returns the best mask(s).
+
+        Give either ``prompts`` (as :meth:`Session.segment`) or plain arrays: ``points``
+        ``(N, 2)`` as ``(x, y)`` with ``point_labels`` (1 positive, 0 negative; default all
+        positive), one ``box`` ``(x0, y0, x1, y1)`` and/or a ``mask`` for one object, or
+        ``boxes`` ``(B, 4)`` for B objects decoded in one batch.
+
+        Returns
+        -------
+        np.ndarray
+            ``(H, W)`` bool for one object, ``(B, H, W)`` for ``boxes``. The results are
+            kept in :attr:`last` for :meth:`commit`.
+        """
+        if prompts is None:
+            if boxes is not None:
+                b = np.asarray(boxes, dtype=float).reshape(-1, 4)
+                first = obj_id or self.new_object_id()
+                prompts = {first + i: ObjectPrompt(box=bx) for i, bx in enumerate(b)}
+            else:
+                oid = obj_id or self.new_object_id()
+                prompts = {oid: ObjectPrompt(points=points, labels=point_labels, box=box,
+                                             mask=mask)}
+        self.last = super().segment(prompts, plane, multimask=multimask)
+        masks = [s.mask for s in self.last.values()]
+        return masks[0] if len(masks) == 1 and boxes is None else np.stack(masks)
+
+    def commit(self, seg: Segmentation | None = None, **kw: Any) -> int | list[int]:  # type: ignore[override]
+        """Commit ``seg``, or every result of the last :meth:`segment` call."""
+        if seg is not None:
+            return super().commit(seg, **kw)
+        if not self.last:
+            raise ValueError("nothing to commit: call segment() first")
+        ids = [super(Segmenter, self).commit(s, **kw) for s in self.last.values()]
+        self.last = {}
+        return ids[0] if len(ids) == 1 else ids
+
+    # -- results --------------------------------------------------------------------------------
+    @property
+    def labels_array(self) -> Any:
+        """The labels as a zarr array (lazy; index it for numpy planes)."""
+        return self._require_labels().array
+
+    def labels_numpy(self) -> np.ndarray:
+        """All labels as one numpy array (loads everything: fine for small data)."""
+        return np.asarray(self.labels_array[...])
+
+    def overlay(self, plane: tuple[int, ...] | int | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 figure: the plane with its labels and the last masks."""
+        from .overlay import render_overlay
+
+        key = self.check_plane(plane)
+        labels = self._require_labels().read_plane(key).copy()
+        top = int(labels.max()) + 1
+        for i, s in enumerate(self.last.values()):
+            if s.plane == key:
+                labels[s.mask & (labels == 0)] = top + i
+        return render_overlay(self.plane_rgb(key), labels)
+
+    def show(self, plane: tuple[int, ...] | int | None = None) -> Any:
+        """The overlay as a PIL image (Jupyter displays it inline)."""
+        from PIL import Image
+
+        return Image.fromarray(self.overlay(plane))
+
+    def to_napari(self, viewer: Any, *, name: str = "segany") -> tuple[Any, Any]:
+        """Add the image and the (zarr-backed, lazily read) labels to a napari viewer."""
+        kwargs: dict[str, Any] = {}
+        if self.source is not None and self.source.spacing is not None:
+            kwargs["scale"] = self.source.spacing[-len(self.shape):]
+        image_layer = viewer.add_image(self.image, name=name, rgb=self.rgb, **kwargs)
+        labels_layer = viewer.add_labels(self.labels_array, name=f"{name} labels", **kwargs)
+        return image_layer, labels_layer
+
+    def export(self, path: str | os.PathLike, *, format: str | None = None, **kw: Any) -> Path:
+        """Write the labels as TIFF, NIfTI, zarr, RLE text or COCO JSON (see exports)."""
+        from .exports import export_labels
+
+        if self.source is not None and self.source.affine is not None:
+            kw.setdefault("affine", self.source.affine)
+        return export_labels(self._require_labels(), path, format=format, **kw)
