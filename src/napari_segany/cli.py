@@ -1,27 +1,30 @@
-"""Command line: ``napari-segany segment ...``.
+"""Command line: ``napari-segany segment | propagate | auto | boxes | embed | export | models``.
 
 Points follow the convention of segment-anything's examples: ``--points "x,y;x,y"`` with
 ``--point-labels "1,0"`` (1 positive, 0 negative); boxes are ``--box x0,y0,x1,y1`` and may
-be repeated (one object per box). User errors exit with status 2 and a one-line message.
+be repeated (one object per box). User errors exit with status 2 and a one-line message on
+stderr, never a traceback; progress bars go to stderr. The commands themselves live in
+:mod:`napari_segany._cli_commands` (``auto`` and ``boxes`` in :mod:`napari_segany._cli_auto`);
+this module holds the parser and the argument parsing.
+See ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "parse_points", "parse_box"]
+__all__ = ["main", "build_parser", "parse_points", "parse_box", "parse_range", "UsageError"]
 
 
 class UsageError(ValueError):
     """A command-line argument is malformed."""
 
 
+# ------------------------------------------------------------------------- argument values
 def parse_points(text: str) -> np.ndarray:
     """``"x,y;x,y"`` -> ``(N, 2)`` float array."""
     try:
@@ -55,6 +58,35 @@ def parse_box(text: str) -> np.ndarray:
     return np.array(box, dtype=float)
 
 
+def parse_floats(text: str, option: str, n: int | None = None) -> tuple[float, ...]:
+    """``"1,99.8"`` -> floats (exactly ``n`` of them when given)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or (n is not None and len(values) != n):
+        want = f"{n} comma-separated numbers" if n else "comma-separated numbers"
+        raise UsageError(f"malformed {option} {text!r}; expected {want}")
+    return values
+
+
+def parse_range(text: str, size: int) -> tuple[int, int]:
+    """``"a:b"`` (either side optional) -> ``(a, b)`` with ``0 <= a < b <= size``."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo = int(parts[0]) if parts[0].strip() else 0
+        hi = int(parts[1]) if parts[1].strip() else size
+    except ValueError:
+        raise UsageError(f"malformed --range {text!r}; expected 'start:stop', e.g. '10:40'") \
+            from None
+    if not 0 <= lo < hi <= size:
+        raise UsageError(f"--range {text} is not a non-empty range within 0:{size}")
+    return lo, hi
+
+
+# ------------------------------------------------------------------------- parser
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
@@ -64,180 +96,205 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--arch", default=None, help="architecture of --checkpoint if not guessable")
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
     g.add_argument("--random-weights", action="store_true",
-                   help="compute-only smoke runs and benchmarks: random weights, masks are "
-                        "meaningless")
+                   help="compute-only: random weights, masks are meaningless (benchmarks and "
+                        "offline smoke tests)")
     g.add_argument("--cache-dir", type=Path, default=None,
                    help="where official weights are downloaded (default: "
                         "$NAPARI_SEGANY_CACHE_DIR or ~/.cache/napari-segany/models)")
 
 
+def _add_intensity_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("intensities (how pixel values become the model's RGB input)")
+    g.add_argument("--window", default=None,
+                   help="LOW,HIGH (e.g. -160,240) or a CT window: ct_soft_tissue, ct_lung, "
+                        "ct_bone, ct_brain")
+    g.add_argument("--percentiles", default=None,
+                   help="LOW,HIGH percentiles mapped to black/white (default 1,99.8; uint8 "
+                        "and RGB images are used as they are)")
+    g.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
+                   help="the last axis holds RGB(A) channels (default: detected for 2D "
+                        "PNG/JPEG/TIFF)")
+    g.add_argument("--channel-axis", type=int, default=None,
+                   help="axis of IMAGE holding channels, e.g. 0 for (C, Z, Y, X)")
+    g.add_argument("--channels", default=None,
+                   help="up to 3 channels that become R,G,B, e.g. '0,2' (needed with > 3)")
+
+
+def _add_image_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", type=Path,
+                   help="TIFF (2D-4D), PNG/JPEG, folder of frames, zarr array, .npy or "
+                        "NIfTI (.nii/.nii.gz)")
+
+
+def _add_prompt_options(p: argparse.ArgumentParser, plane_help: str) -> None:
+    p.add_argument("--points", help="'x,y;x,y' point prompts (one object), pixel coordinates")
+    p.add_argument("--point-labels", help="'1,0': 1 positive, 0 negative (default all 1)")
+    p.add_argument("--box", action="append", default=[],
+                   help="'x0,y0,x1,y1' (repeatable: one object per box)")
+    p.add_argument("--plane", type=int, action="append", default=None, help=plane_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-segany`` argument parser."""
     from ._version import __version__
 
     parser = argparse.ArgumentParser(
-        prog="napari-segany", description="Segment Anything (SAM, SAM2) for scientific images."
-    )
+        prog="napari-segany", description="Segment Anything (SAM, SAM2) for scientific images.",
+        epilog="Run 'napari-segany COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=__version__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seg = sub.add_parser("segment", help="segment objects on one plane from points/boxes",
                          description="Segment objects on one plane and write a zarr labels "
-                                     "store and a PNG overlay into OUT.")
+                                     "store (OUT/labels.zarr) and a PNG overlay "
+                                     "(OUT/overlay.png). Running again adds objects.")
     src = seg.add_mutually_exclusive_group(required=True)
-    src.add_argument("image", nargs="?", type=Path, help="TIFF, PNG/JPEG, zarr or .npy image")
+    src.add_argument("image", nargs="?", type=Path,
+                     help="TIFF, PNG/JPEG, folder of frames, zarr, .npy or NIfTI image")
     src.add_argument("--sample", choices=["nuclei", "volume"],
                      help="use a bundled sample instead of a file")
-    seg.add_argument("--points", help="'x,y;x,y' point prompts (one object)")
-    seg.add_argument("--point-labels", help="'1,0': 1 positive, 0 negative (default all 1)")
-    seg.add_argument("--box", action="append", default=[], help="'x0,y0,x1,y1' (repeatable)")
-    seg.add_argument("--plane", type=int, action="append", default=None,
-                     help="index along each leading axis (repeat for 4D), default 0 / sample's")
+    _add_prompt_options(seg, "index along each leading axis (repeat for 4D), default 0 / "
+                             "the sample's")
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument("--overwrite", action="store_true", help="replace an existing labels store")
+    _add_intensity_options(seg)
     _add_model_options(seg)
 
-    sub.add_parser("models", help="list the models in the registry")
+    prop = sub.add_parser(
+        "propagate", help="segment objects through a volume or stack",
+        description="Segment objects on their prompted plane(s) and propagate them through "
+                    "the stack, writing every plane into the labels store OUT (zarr) as it "
+                    "is done (Ctrl-C keeps the planes written).")
+    _add_image_argument(prop)
+    prop.add_argument("--prompts", type=Path, default=None,
+                      help="PROMPTS.json: prompts on one or more planes for one or more objects "
+                           "(PromptSet.to_dict() format, see docs/cli.md)")
+    _add_prompt_options(prop, "the prompted plane: index along each leading axis (repeat "
+                              "for 4D); needed with --points/--box")
+    prop.add_argument("--axis", type=int, default=0,
+                      help="leading axis to propagate along (default 0: z of (z, y, x); "
+                           "1 for z of (t, z, y, x))")
+    prop.add_argument("--method", choices=["slice", "sam2"], default="slice",
+                      help="slice: slice-wise with any model (default); sam2: SAM2 memory "
+                           "tracking (SAM2 models)")
+    prop.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
+    prop.add_argument("--range", default=None, metavar="A:B",
+                      help="only planes A <= i < B along --axis (either side optional)")
+    prop.add_argument("--cache", type=Path, default=None,
+                      help="embedding cache folder (see 'embed'); reused and filled")
+    prop.add_argument("--out", type=Path, required=True, help="labels store (e.g. OUT.zarr)")
+    prop.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    prop.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = prop.add_argument_group("slice-wise propagation (--method slice)")
+    g.add_argument("--slice-prompt", choices=["box+mask", "box", "box+point", "points"],
+                   default="box+mask", help="how a plane's mask prompts the next plane")
+    g.add_argument("--min-score", type=float, default=0.5,
+                   help="stop an object where the predicted IoU falls below this (0.5)")
+    g.add_argument("--min-area", type=int, default=16,
+                   help="stop an object where its mask has fewer pixels (16)")
+    g.add_argument("--max-area-ratio", type=float, default=2.5,
+                   help="stop where the area grows more than this factor per plane (2.5)")
+    _add_intensity_options(prop)
+    _add_model_options(prop)
+
+    from ._cli_auto import add_auto_parsers  # 'auto' and 'boxes' (they set their own _run)
+
+    add_auto_parsers(sub)
+
+    emb = sub.add_parser(
+        "embed", help="precompute the embeddings of every plane into a cache",
+        description="Embed every plane into the cache folder DIR. Resumable: planes already "
+                    "cached are skipped, so a second run computes nothing. Use the same "
+                    "model and intensity options with 'propagate --cache DIR'.")
+    _add_image_argument(emb)
+    emb.add_argument("--cache", type=Path, required=True, help="embedding cache folder")
+    emb.add_argument("--batch-size", type=int, default=1,
+                     help="planes per forward pass (larger is faster on a GPU)")
+    emb.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_intensity_options(emb)
+    _add_model_options(emb)
+
+    exp = sub.add_parser(
+        "export", help="export a labels store to TIFF, zarr, NIfTI, RLE CSV or COCO JSON",
+        description="Export a napari-segany labels store plane by plane. Formats: tif "
+                    "(ImageJ hyperstack), zarr (copy), nii (NIfTI, .nii or .nii.gz), rle "
+                    "(CSV of run-length strings), coco (COCO JSON with RLE masks).")
+    exp.add_argument("labels", type=Path,
+                     help="labels store (e.g. OUT.zarr, or the folder 'segment' wrote)")
+    exp.add_argument("--format", default=None,
+                     help="tif | zarr | nii | rle | coco (default: from --out's ending)")
+    exp.add_argument("--out", type=Path, required=True, help="output file (folder for zarr)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    exp.add_argument("--axes", default=None, help="tif: axis letters in TZCYX order, e.g. TYX")
+    exp.add_argument("--spacing", default=None,
+                     help="tif, nii: voxel size per labels axis, e.g. '2,0.5,0.5' for (z, y, x) "
+                          "(default: the source image's, if recorded)")
+    exp.add_argument("--unit", default=None, help="tif: unit of --spacing, e.g. um")
+    exp.add_argument("--no-imagej", action="store_true",
+                     help="tif: plain uint32 TIFF instead of an ImageJ hyperstack")
+    exp.add_argument("--reference", type=Path, default=None,
+                     help="nii: NIfTI image whose header and affine the labels take")
+    exp.add_argument("--class-name", action="append", default=[], metavar="ID=NAME",
+                     help="coco: class of an object, e.g. 3=nucleus (repeatable), or NAME "
+                          "for all objects")
+
+    sub.add_parser("models", help="list the models in the registry",
+                   description="List the registered models: name, family, architecture.")
     return parser
 
 
-def _load_backend(args: argparse.Namespace) -> Any:
-    from .engine.registry import DEFAULT_MODEL, load_model
-
-    if args.checkpoint is not None and args.model is None:  # architecture from --arch or the file
-        return load_model(args.checkpoint, arch=args.arch, device=args.device)
-    return load_model(
-        args.model or DEFAULT_MODEL, checkpoint=args.checkpoint, device=args.device, cache_dir=args.cache_dir,
-        random_weights=args.random_weights,
-        progress=_download_progress() if sys.stderr.isatty() else None,
-    )
-
-
-def _download_progress():
-    def report(done: int, total: int | None) -> None:
-        msg = f"\rdownloading weights: {done / 2**20:.0f}" + (
-            f" / {total / 2**20:.0f} MiB" if total else " MiB")
-        print(msg, end="", file=sys.stderr, flush=True)
-
-    return report
-
-
-def _cmd_segment(args: argparse.Namespace) -> int:
-    from .labels import LabelsStore
-    from .overlay import render_overlay, save_png
-    from .prompts import ObjectPrompt
-    from .session import Session
-
-    truth = None
-    if args.sample:
-        from .samples import load_sample
-
-        sample = load_sample(args.sample)
-        image, rgb, truth = sample.image, False, sample
-    else:
-        from .io import read_image
-
-        img = read_image(args.image)
-        image, rgb = img.data, img.rgb
-    prompts: list[ObjectPrompt] = []
-    if args.points:
-        pts = parse_points(args.points)
-        labels = parse_labels(args.point_labels, len(pts)) if args.point_labels else None
-        prompts.append(ObjectPrompt(points=pts, labels=labels))
-    elif args.point_labels:
-        raise UsageError("--point-labels given without --points")
-    boxes = [parse_box(b) for b in args.box]
-    if prompts and len(boxes) == 1:
-        prompts[0] = ObjectPrompt(points=prompts[0].points, labels=prompts[0].labels, box=boxes[0])
-    else:
-        prompts += [ObjectPrompt(box=b) for b in boxes]
-    if not prompts:
-        if truth is None:
-            raise UsageError("give --points and/or --box (or use --sample)")
-        prompts = [ObjectPrompt(points=[truth.point], labels=[1])]
-    plane = tuple(args.plane) if args.plane else (truth.point_plane if truth else None)
-    shape = image.shape[:-1] if rgb else image.shape
-    if plane is None:
-        plane = (0,) * (len(shape) - 2)
-
-    # check everything the user typed before loading a model or touching the output
-    lead, (h, w) = tuple(shape[:-2]), tuple(shape[-2:])
-    if len(plane) != len(lead) or any(not 0 <= k < n for k, n in zip(plane, lead)):
-        raise UsageError(f"--plane {plane} does not fit an image with leading axes {lead}"
-                         + ("" if lead else " (a 2D image takes no --plane)"))
-    for i, p in enumerate(prompts):
-        if p.box is not None and (p.box[0] >= w or p.box[1] >= h or p.box[2] < 0 or p.box[3] < 0):
-            raise UsageError(f"box {i + 1} {p.box.tolist()} lies outside the {w}x{h} image")
-        if len(p.points) and (np.any(p.points < -0.5) or np.any(p.points[:, 0] > w - 0.5)
-                              or np.any(p.points[:, 1] > h - 0.5)):
-            raise UsageError(f"a point of {p.points.tolist()} lies outside the {w}x{h} image")
-    store_path = args.out / "labels.zarr"
-    if store_path.exists() and not args.overwrite:
-        LabelsStore.open_or_create(store_path, shape)  # refuses a store of another shape
-    t0 = time.perf_counter()
-    backend = _load_backend(args)
-    t1 = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
-    store = (LabelsStore.create(store_path, shape, overwrite=True) if args.overwrite
-             else LabelsStore.open_or_create(store_path, shape))
-    session = Session(image, backend, rgb=rgb, labels=store)
-    plane = session.check_plane(plane)
-    start_id = store.next_object_id()
-    segs = session.segment({start_id + i: p for i, p in enumerate(prompts)}, plane)
-    t2 = time.perf_counter()
-    for seg in segs.values():
-        session.commit(seg)
-    store.update_provenance(prompts={**store.provenance.get("prompts", {}),  # keep earlier runs'
-                                     **{str(k): _prompt_json(prompts[k - start_id]) for k in segs}},
-                            plane=list(plane))
-    labels = store.read_plane(plane)
-    pts = np.concatenate([p.points for p in prompts]) if prompts else None
-    save_png(args.out / "overlay.png", render_overlay(session.plane_rgb(plane), labels, points=pts))
-    print(f"model {backend.name} on {backend.device}: loaded in {t1 - t0:.1f} s, "
-          f"embedded + segmented plane {plane or '(2D)'} in {t2 - t1:.1f} s")
-    for oid, seg in segs.items():
-        line = f"object {oid}: {int(seg.mask.sum())} px, predicted IoU {seg.score:.3f}"
-        if truth is not None:
-            gt = truth.labels[plane] == truth.object_id if plane else truth.labels == truth.object_id
-            inter = np.logical_and(gt, seg.mask).sum()
-            line += f", IoU with ground truth {inter / max(1, np.logical_or(gt, seg.mask).sum()):.3f}"
-        print(line)
-    if args.random_weights:
-        print("random weights: the masks above are meaningless (compute-only run)")
-    print(f"wrote {store_path} and {args.out / 'overlay.png'}")
-    return 0
-
-
-def _prompt_json(p: Any) -> dict[str, Any]:
-    return {"points": p.points.tolist(), "labels": p.labels.tolist(),
-            "box": None if p.box is None else p.box.tolist()}
-
-
-def _cmd_models(args: argparse.Namespace) -> int:
-    from .engine.registry import available_models, get_spec
-
-    for name in available_models():
-        spec = get_spec(name)
-        print(f"{name:24s} {spec.family:5s} {spec.arch:16s} {spec.description}")
-    return 0
-
-
+# ------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``napari-segany`` command."""
+    """Entry point of the ``napari-segany`` command; returns the exit status."""
+    from . import _cli_commands as commands
     from .engine.weights import CheckpointError, DownloadError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(_join_negative_values(
+        sys.argv[1:] if argv is None else list(argv)))
+    run = getattr(args, "_run", None) or {
+        "segment": commands.cmd_segment, "propagate": commands.cmd_propagate,
+        "embed": commands.cmd_embed, "export": commands.cmd_export,
+        "models": commands.cmd_models}[args.command]
     try:
-        if args.command == "segment":
-            return _cmd_segment(args)
-        return _cmd_models(args)
+        return run(args)
     except DownloadError as exc:
-        print(f"napari-segany: {exc} (for a compute-only smoke run without weights add "
-              "--random-weights)", file=sys.stderr)
+        _error(f"{exc} (for a compute-only smoke run without weights add --random-weights)")
         return 2
     except (UsageError, ValueError, FileNotFoundError, CheckpointError) as exc:
-        print(f"napari-segany: error: {exc}", file=sys.stderr)
+        _error(f"error: {exc}")
         return 2
+    except OSError as exc:  # unreadable input, full disk, no permission: the user can fix it
+        _error(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted; every plane written so far is complete and kept")
+        return 130
+
+
+_NUMERIC_OPTIONS = {"--window", "--box", "--points", "--percentiles", "--spacing",
+                    "--min-score", "--channel-axis", "--axis"}
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--window -160,240`` -> ``--window=-160,240`` (argparse takes '-1...' for an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if token in _NUMERIC_OPTIONS and len(nxt) > 1 and nxt[0] == "-" and (
+                nxt[1].isdigit() or nxt[1] == "." or nxt[1:4].lower() == "inf"):
+            out.append(f"{token}={nxt}")
+            i += 2
+        else:
+            out.append(token)
+            i += 1
+    return out
+
+
+def _error(message: str) -> None:
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"napari-segany: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
