@@ -30,6 +30,11 @@ __all__ = [
     "SliceSettings",
     "read_image",
     "load_sample",
+    "export_labels",
+    "AutoSettings",
+    "auto_segment",
+    "segment_boxes",
+    "read_boxes",
 ]
 
 _LAZY = {
@@ -39,6 +44,11 @@ _LAZY = {
     "EmbeddingCache": "napari_segany.cache",
     "SliceSettings": "napari_segany.propagate",
     "read_image": "napari_segany.io",
+    "export_labels": "napari_segany.exports",
+    "AutoSettings": "napari_segany.auto",
+    "auto_segment": "napari_segany.auto",
+    "segment_boxes": "napari_segany.boxes",
+    "read_boxes": "napari_segany.boxes",
     "load_sample": "napari_segany.samples",
     "Normalizer": "napari_segany.intensity",
     "PromptSet": "napari_segany.prompts",
@@ -61,7 +71,10 @@ if TYPE_CHECKING:  # pragma: no cover
         register_model,
     )
     from .api import Segmenter
+    from .auto import AutoSettings, auto_segment
+    from .boxes import read_boxes, segment_boxes
     from .cache import EmbeddingCache
+    from .exports import export_labels
     from .intensity import Normalizer
     from .io import read_image
     from .labels import LabelsStore

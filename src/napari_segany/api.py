@@ -143,6 +143,63 @@ class Segmenter(Session):
         self.last = {}
         return ids[0] if len(ids) == 1 else ids
 
+    # -- automatic segmentation -------------------------------------------------------------------
+    def _tiled(self, tile: int | None, halo: int | None) -> Any:
+        if tile is None:
+            return None
+        from .tiling import TiledEmbeddings
+
+        return TiledEmbeddings.from_session(self, tile=tile, halo=halo)
+
+    def segment_everything(
+        self,
+        *,
+        planes: tuple[int, int] | None = None,
+        axis: int = 0,
+        settings: Any = None,
+        link: bool = True,
+        link_iou: float = 0.3,
+        tile: int | None = None,
+        halo: int | None = None,
+        progress: Any = None,
+        cancel: Any = None,
+    ) -> Any:
+        """SAM/SAM2 automatic segmentation of every plane into the labels store.
+
+        Objects are linked across planes by overlap (``link``); ``tile`` splits large planes
+        into tiles of that size with a ``halo``. See :func:`napari_segany.auto.auto_segment`.
+        """
+        from .auto import auto_segment
+
+        return auto_segment(self, planes=planes, axis=axis, settings=settings, link=link,
+                            link_iou=link_iou, tiled=self._tiled(tile, halo),
+                            progress=progress, cancel=cancel)
+
+    def segment_boxes(
+        self,
+        boxes: Any,
+        *,
+        plane: Any = None,
+        classes: Any = None,
+        tile: int | None = None,
+        halo: int | None = None,
+        chunk_size: int = 64,
+        overlap: str = "score",
+        progress: Any = None,
+        cancel: Any = None,
+    ) -> Any:
+        """Boxes (an ``(N, 4)`` array, a CSV/JSON path or a BoxTable) to one object each.
+
+        See :func:`napari_segany.boxes.segment_boxes`.
+        """
+        from .boxes import read_boxes, segment_boxes
+
+        if isinstance(boxes, (str, os.PathLike)):
+            boxes = read_boxes(boxes)
+        return segment_boxes(self, boxes, plane=plane, classes=classes,
+                             tiled=self._tiled(tile, halo), chunk_size=chunk_size,
+                             overlap=overlap, progress=progress, cancel=cancel)
+
     # -- results --------------------------------------------------------------------------------
     @property
     def labels_array(self) -> Any:
