@@ -135,6 +135,15 @@ class Session:
         key = self.check_plane(plane)
         return self.normalizer(np.asarray(self.image[key]))
 
+    def has_embedding(self, plane: tuple[int, ...] | int | None = None) -> bool:
+        """True when the plane's embedding is ready without running the image encoder.
+
+        That is, it is held in memory or stored in the on-disk cache: :meth:`embedding`
+        (and so :meth:`segment`) then returns at once, e.g. on the GUI thread.
+        """
+        key = self.check_plane(plane)
+        return key in self._embeddings or (self.cache is not None and self.cache.has(key))
+
     def embedding(self, plane: tuple[int, ...] | int | None = None) -> Any:
         """The plane's embedding, computed once and kept (LRU) in memory."""
         key = self.check_plane(plane)

@@ -1,0 +1,295 @@
+"""The dock widget: picks the image, model and output, and owns one core Session.
+
+It holds no segmentation logic: it turns layer events and button presses into
+:class:`napari_segany.session.Session` calls (see :mod:`._actions`) and runs long work in
+thread workers (see :mod:`.jobs`).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import QFileDialog, QWidget
+
+from ..engine.registry import DEFAULT_MODEL, available_models
+from ._actions import Actions
+from .jobs import JobRunner
+from .layers import LayerSet
+from .panels import Controls
+
+__all__ = ["SegmentAnythingWidget"]
+
+_OFFLINE_HINT = ("In the widget you can also pick a checkpoint file with '…' next to the "
+                 "model, or tick 'random weights (testing)' to try the widget without weights.")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+class SegmentAnythingWidget(Actions, QWidget):
+    """Segment Anything in napari: Points/Shapes prompts -> zarr-backed Labels.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        Injected by napari when the widget is opened from the plugin menu.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.ui = Controls(self)
+        self.jobs = JobRunner(self)
+        self.session: Any = None
+        self.layers: LayerSet | None = None
+        self.preview: Any = None  # the Segmentation shown in the preview layer
+        self._backend: Any = None
+        self._backend_key: tuple | None = None
+        self._temp_dir: str | None = None
+        self._auto_output = True
+        self._pending = False
+        self._queued = False
+        self._shown_at = 0.0
+        self.ui.model_combo.addItems(available_models())
+        self.ui.model_combo.setCurrentText(DEFAULT_MODEL)
+        self._connect()
+        self._on_layers_changed()
+
+    # -- wiring -------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        ui = self.ui
+        ui.start_btn.clicked.connect(self.start)
+        ui.image_combo.currentTextChanged.connect(self._on_image_changed)
+        ui.checkpoint_btn.clicked.connect(self._pick_checkpoint)
+        ui.output_btn.clicked.connect(self._pick_output)
+        ui.output_edit.textEdited.connect(self._on_output_edited)
+        ui.mode_combo.currentTextChanged.connect(lambda _: ui.show_mode())
+        ui.range_combo.currentTextChanged.connect(lambda _: ui.show_mode())
+        ui.axis_combo.currentIndexChanged.connect(self._on_axis_changed)
+        ui.object_spin.valueChanged.connect(self._on_object_changed)
+        ui.positive_check.toggled.connect(self._on_positive_changed)
+        ui.new_btn.clicked.connect(self.new_object)
+        ui.commit_btn.clicked.connect(self.commit)
+        ui.undo_btn.clicked.connect(self.undo)
+        ui.redo_btn.clicked.connect(self.redo)
+        ui.clear_btn.clicked.connect(self.clear_prompts)
+        ui.propagate_btn.clicked.connect(self.propagate)
+        ui.precompute_btn.clicked.connect(self.precompute)
+        ui.cancel_btn.clicked.connect(self.cancel)
+        self.jobs.busy_changed.connect(self._on_busy)
+        self.jobs.progressed.connect(self._on_progress)
+        self.viewer.layers.events.inserted.connect(self._on_layers_changed)
+        self.viewer.layers.events.removed.connect(self._on_layers_changed)
+        self.viewer.dims.events.current_step.connect(self._on_dims)
+        self.viewer.dims.events.order.connect(self._on_dims)
+        self.viewer.dims.events.ndisplay.connect(self._on_dims)
+        ui.set_volume(0)
+        ui.set_busy(False)
+
+    def status(self, text: str) -> None:
+        self.ui.status_label.setText(text)
+
+    def image_layer(self) -> Any:
+        """The image layer picked in the combo box (None when there is none)."""
+        name = self.ui.image_combo.currentText()
+        for layer in self.viewer.layers:
+            if layer.name == name and type(layer).__name__ == "Image":
+                return layer
+        return None
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        combo = self.ui.image_combo
+        names = [x.name for x in self.viewer.layers if type(x).__name__ == "Image"]
+        current = combo.currentText()
+        if names != [combo.itemText(i) for i in range(combo.count())]:
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            combo.blockSignals(False)
+            if current in names:
+                combo.setCurrentText(current)
+            elif event is not None and getattr(event, "type", "") == "inserted" and names:
+                combo.setCurrentText(getattr(event.value, "name", names[-1]))
+            self._on_image_changed(combo.currentText())
+        if self.layers is not None and self.layers.image not in self.viewer.layers:
+            self._end_session("the image layer was removed; pick an image and press Start")
+
+    def _on_image_changed(self, _name: str = "") -> None:
+        image = self.image_layer()
+        if self._auto_output:
+            self.ui.output_edit.setText(self.default_output(image) if image is not None else "")
+        if self.layers is not None and image is not self.layers.image:
+            self.status("Press Start to segment the image now picked.")
+
+    def _on_output_edited(self, text: str) -> None:
+        self._auto_output = not text.strip()
+
+    def default_output(self, image: Any) -> str:
+        """``<data>_segany.zarr`` next to the image file when writable, else a temp folder."""
+        src = getattr(getattr(image, "source", None), "path", None)
+        if src:
+            p = Path(src)
+            folder = p.parent
+            if folder.is_dir() and _writable(folder):
+                return str(folder / f"{_safe(_stem(p))}_segany.zarr")
+        if self._temp_dir is None:
+            self._temp_dir = tempfile.mkdtemp(prefix="napari-segany-")
+        return str(Path(self._temp_dir) / f"{_safe(image.name)}_labels.zarr")
+
+    def _pick_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
+                                              "Checkpoints (*.pt *.pth *.bin *.ckpt);;All (*)")
+        if path:
+            self.ui.model_combo.setCurrentText(path)
+
+    def _pick_output(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Labels store (zarr)",
+                                              self.ui.output_edit.text(), "zarr (*.zarr)")
+        if path:
+            path = path if path.endswith(".zarr") else path + ".zarr"
+            self.ui.output_edit.setText(path)
+            self._auto_output = False
+
+    # -- session ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the model (in a worker), open the output store, create the prompt layers."""
+        from ..engine.registry import load_model
+        from ..session import Session
+        from ._compat import avoid_llvm_clash
+
+        if self.jobs.busy:
+            return
+        image = self.image_layer()
+        if image is None:
+            return self._warn("No image layer: open an image or a sample (File > Open "
+                              "Sample > napari-segany), then pick it under 'image'.")
+        ui = self.ui
+        model = ui.model_combo.currentText().strip() or DEFAULT_MODEL
+        device, random = ui.device_combo.currentText(), ui.random_check.isChecked()
+        out = ui.output_edit.text().strip() or self.default_output(image)
+        ui.output_edit.setText(out)
+        out_path = Path(out).expanduser()
+        cache = (out_path.with_name(_stem(out_path) + ".embeddings.zarr")
+                 if ui.cache_check.isChecked() else None)
+        key = (model, device, random)
+        backend = self._backend if key == self._backend_key else None
+        data = image.data[0] if image.multiscale else image.data
+        rgb = bool(image.rgb)
+        layer_info = {"name": image.name, "scale": [float(s) for s in image.scale],
+                      "translate": [float(t) for t in image.translate]}
+
+        def work(cancel: Any, progress: Any) -> Any:
+            def download(done: int, total: int | None) -> None:  # in MiB: Qt ints are 32-bit
+                progress(done >> 20, None if not total else max(1, total >> 20))
+
+            b = backend or load_model(model, device=device, random_weights=random,
+                                      progress=download)
+            session = Session(data, b, rgb=rgb, labels=out_path, cache=cache)
+            session.labels.update_provenance(layer=layer_info)
+            return session
+
+        avoid_llvm_clash()
+        self._end_session(None)
+        self.status(f"Loading {model} and opening {out_path.name} …")
+        self.jobs.start(work, title=f"Loading model {model!r}", cancellable=False,
+                        on_done=lambda s: self._started(image, key, s),
+                        on_error=lambda e: self._start_failed(model, e))
+
+    def _start_failed(self, model: str, exc: BaseException) -> None:
+        from ..engine.weights import DownloadError
+
+        hint = f" {_OFFLINE_HINT}" if isinstance(exc, DownloadError) else ""
+        self.status(f"Could not start: {exc}")
+        self._error(f"Could not load model {model!r} or open the output: {exc}{hint}")
+
+    def _started(self, image: Any, key: tuple, session: Any) -> None:
+        if image not in self.viewer.layers:
+            return self.status("The image layer was removed while loading; press Start.")
+        self._backend_key, self._backend = key, session.backend
+        self.session = session
+        self.layers = layers = LayerSet(self.viewer, image, session.shape)
+        store = session.labels
+        layers.show_output(store.array, {"napari_segany_store": str(store.path)})
+        layers.points.events.data.connect(self._on_prompt_data)
+        layers.boxes.events.data.connect(self._on_box_data)
+        _bind_keys(self, layers.points, toggle=True)
+        _bind_keys(self, layers.boxes, toggle=False)
+        lead = session.plane_keys_shape
+        self._fill_axes(image, lead)
+        self.ui.set_volume(len(lead))
+        layers.set_defaults(object_id=self.ui.object_spin.value(),
+                            positive=self.ui.positive_check.isChecked())
+        self.viewer.layers.selection.active = layers.points
+        layers.points.mode = "add"
+        self.status(f"Ready: {session.backend.name} on {session.backend.device}; labels in "
+                    f"{store.path}. Click on '{layers.points.name}' or draw a rectangle on "
+                    f"'{layers.boxes.name}'.")
+        self._schedule_refresh()
+
+    def _end_session(self, reason: str | None) -> None:
+        if self.layers is not None:
+            self.layers.points.events.data.disconnect(self._on_prompt_data)
+            self.layers.boxes.events.data.disconnect(self._on_box_data)
+            self.layers.show_preview(None)
+        self.session, self.layers, self.preview = None, None, None
+        if reason:
+            self.status(reason)
+
+    def _fill_axes(self, image: Any, lead: tuple[int, ...]) -> None:
+        combo = self.ui.axis_combo
+        combo.blockSignals(True)
+        combo.clear()
+        labels = list(self.viewer.dims.axis_labels)
+        offset = len(labels) - image.ndim
+        for i, n in enumerate(lead):
+            name = labels[offset + i] if 0 <= offset + i < len(labels) else str(i)
+            combo.addItem(f"{name} (axis {i}, {n} planes)")
+        combo.blockSignals(False)
+        self._on_axis_changed(0)
+
+    def _on_axis_changed(self, index: int) -> None:
+        if self.session is None or not self.session.plane_keys_shape or index < 0:
+            return
+        n = self.session.plane_keys_shape[index]
+        for spin in (self.ui.from_spin, self.ui.to_spin):
+            spin.setRange(0, n - 1)
+        self.ui.from_spin.setValue(0)
+        self.ui.to_spin.setValue(n - 1)
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK)
+
+
+def _bind_keys(widget: SegmentAnythingWidget, layer: Any, *, toggle: bool) -> None:
+    """T (points): positive/negative; N: new object. Holds the widget weakly."""
+    ref = weakref.ref(widget)
+
+    def new_object(_layer: Any) -> None:
+        w = ref()
+        if w is not None:
+            w.new_object()
+
+    def toggle_positive(_layer: Any) -> None:
+        w = ref()
+        if w is not None:
+            w.toggle_positive()
+
+    layer.bind_key("N", new_object, overwrite=True)
+    if toggle:
+        layer.bind_key("T", toggle_positive, overwrite=True)
