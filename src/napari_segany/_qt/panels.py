@@ -51,6 +51,13 @@ class Controls:
         layout.addWidget(self._volume_group())
         layout.addWidget(self._status_group())
         layout.addStretch(1)
+        self._layout = layout
+        self._extra_busy: tuple[QWidget, ...] = ()
+
+    def add_group(self, group: QGroupBox, *, extra_busy: tuple[QWidget, ...] = ()) -> None:
+        """Insert another group above the status group; ``extra_busy`` follow set_busy."""
+        self._layout.insertWidget(self._layout.count() - 2, group)
+        self._extra_busy += tuple(extra_busy)
 
     # -- 1. image, model, output ----------------------------------------------------------------
     def _setup_group(self) -> QGroupBox:
@@ -192,7 +199,7 @@ class Controls:
 
     def set_busy(self, busy: bool, cancellable: bool = False) -> None:
         for w in (self.start_btn, self.commit_btn, self.undo_btn, self.redo_btn,
-                  self.propagate_btn, self.precompute_btn):
+                  self.propagate_btn, self.precompute_btn, *self._extra_busy):
             w.setEnabled(not busy)
         if not busy:
             self.show_mode()

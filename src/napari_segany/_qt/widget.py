@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..engine.registry import DEFAULT_MODEL, available_models
 from ._actions import Actions
+from ._auto import AutoActions, AutoPanel
 from .jobs import JobRunner
 from .layers import LayerSet
 from .panels import Controls
@@ -39,7 +40,7 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-class SegmentAnythingWidget(Actions, QWidget):
+class SegmentAnythingWidget(Actions, AutoActions, QWidget):
     """Segment Anything in napari: Points/Shapes prompts -> zarr-backed Labels.
 
     Parameters
@@ -52,6 +53,8 @@ class SegmentAnythingWidget(Actions, QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.ui = Controls(self)
+        self.auto_ui = AutoPanel()
+        self.ui.add_group(self.auto_ui.box, extra_busy=self.auto_ui.buttons)
         self.jobs = JobRunner(self)
         self.session: Any = None
         self.layers: LayerSet | None = None
@@ -88,6 +91,8 @@ class SegmentAnythingWidget(Actions, QWidget):
         ui.clear_btn.clicked.connect(self.clear_prompts)
         ui.propagate_btn.clicked.connect(self.propagate)
         ui.precompute_btn.clicked.connect(self.precompute)
+        self.auto_ui.everything_btn.clicked.connect(self.segment_everything)
+        self.auto_ui.boxes_btn.clicked.connect(self.boxes_to_masks)
         ui.cancel_btn.clicked.connect(self.cancel)
         self.jobs.busy_changed.connect(self._on_busy)
         self.jobs.progressed.connect(self._on_progress)
