@@ -202,6 +202,9 @@ class EmbeddingCache:
         `path` holds a cache for other inputs (the message lists what differs) or is no cache.
     """
 
+    #: Write a batch's features in a background thread while the next batch is embedded.
+    overlap_writes: bool = True
+
     def __init__(self, path: str | os.PathLike, *, backend: Any, normalizer: Any, data: Any,
                  rgb: bool = False, tiling: dict | None = None, dtype: str = "float16",
                  create: bool = True) -> None:
@@ -302,6 +305,15 @@ class EmbeddingCache:
 
     def _write(self, key: tuple[int, ...], emb: Embedding) -> dict[str, np.ndarray]:
         """Store one plane (features, sizes, then ``done``); return the stored features."""
+        try:
+            return self._write_plane(key, emb)
+        except OSError as exc:  # full disk, read-only file system: name the cache
+            msg = (f"could not write the embedding of plane {key} to the cache {self.path}: "
+                   f"{exc.strerror or exc} (check free disk space and write permission; "
+                   "the plane is not marked done and will be recomputed)")
+            raise (OSError(msg) if exc.errno is None else OSError(exc.errno, msg)) from exc
+
+    def _write_plane(self, key: tuple[int, ...], emb: Embedding) -> dict[str, np.ndarray]:
         stored: dict[str, np.ndarray] = {}
         for name, feat in emb.to_numpy().items():
             feat = feat[0] if feat.ndim and feat.shape[0] == 1 else feat
@@ -335,7 +347,8 @@ class EmbeddingCache:
             Planes per forward pass (larger is faster on a GPU, uses more memory).
         progress : callable, optional
             ``progress(done, total)`` with ``total`` the number of planes to compute now;
-            called with 0 first and after every batch.
+            called with 0 first and after every batch is embedded (its write to disk
+            overlaps the next batch; all writes are complete when this method returns).
         cancel : threading.Event or callable, optional
             Checked before each batch; once set (or returning True) no further batch starts.
             Cancelling raises nothing: the finished planes stay cached and the count is returned.
@@ -354,17 +367,36 @@ class EmbeddingCache:
         total, n = len(todo), 0
         if progress is not None:
             progress(0, total)
-        for start in range(0, total, int(batch_size)):
-            if _is_cancelled(cancel):
-                break
-            batch = todo[start:start + int(batch_size)]
-            embs = self.backend.embed_batch([self._plane_rgb(k) for k in batch])
+        if not total:
+            return 0
+
+        def write(batch: list[tuple[int, ...]], embs: list[Embedding]) -> None:
             for k, emb in zip(batch, embs, strict=True):
-                self._write(k, emb)
-            self.stats["computed"] += len(batch)
-            n += len(batch)
-            if progress is not None:
-                progress(n, total)
+                self._write(k, emb)  # features, sizes, then the plane's done flag
+
+        # The writes of one batch overlap the embedding of the next (one writer thread,
+        # planes written in order); every write has finished (or raised) before returning.
+        from concurrent.futures import ThreadPoolExecutor
+
+        pending = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segany-cache") as pool:
+            try:
+                for start in range(0, total, int(batch_size)):
+                    if _is_cancelled(cancel):
+                        break
+                    batch = todo[start:start + int(batch_size)]
+                    embs = self.backend.embed_batch([self._plane_rgb(k) for k in batch])
+                    if pending is not None:
+                        pending.result()  # a failed write stops here, naming the plane
+                    pending = (pool.submit(write, batch, embs) if self.overlap_writes
+                               else write(batch, embs))
+                    self.stats["computed"] += len(batch)
+                    n += len(batch)
+                    if progress is not None:
+                        progress(n, total)
+            finally:
+                if pending is not None:
+                    pending.result()
         return n
 
     def __repr__(self) -> str:

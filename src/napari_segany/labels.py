@@ -18,8 +18,10 @@ Layout and guarantees
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from ._version import __version__
 
-__all__ = ["LabelsStore", "LabelsStoreError", "ATTRS_KEY", "FORMAT_VERSION"]
+__all__ = ["LabelsStore", "LabelsStoreError", "LabelsStoreIOError", "ATTRS_KEY", "FORMAT_VERSION"]
 
 ATTRS_KEY = "napari_segany"
 FORMAT_VERSION = 1
@@ -36,6 +38,15 @@ OVERLAP_POLICIES = ("keep", "replace")
 
 class LabelsStoreError(ValueError):
     """A labels store cannot be created, opened or written as asked."""
+
+
+class LabelsStoreIOError(OSError):
+    """Writing to a labels store failed (full disk, read-only file system, ...).
+
+    The message names the store and what was being written; ``errno`` is the original
+    one (e.g. ``errno.ENOSPC``) and ``__cause__`` the original exception. The plane being
+    written is either complete or untouched (see the module notes).
+    """
 
 
 class LabelsStore:
@@ -135,12 +146,30 @@ class LabelsStore:
                 f"{self.path} was opened read-only (mode='r'); reopen it with mode='r+' to write"
             )
 
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Re-raise an OSError of the storage as a LabelsStoreIOError naming this store."""
+        try:
+            yield
+        except LabelsStoreIOError:
+            raise
+        except OSError as exc:
+            msg = (f"could not write {what} of the labels store {self.path}: "
+                   f"{exc.strerror or exc} (check free disk space and write permission)")
+            err = LabelsStoreIOError(msg) if exc.errno is None else LabelsStoreIOError(
+                exc.errno, msg)
+            raise err from exc
+
+    def _set_attrs(self, meta: dict[str, Any]) -> None:
+        with self._writing("the provenance attributes"):
+            self.array.attrs[ATTRS_KEY] = meta
+
     def update_provenance(self, **fields: Any) -> None:
         """Merge JSON-serialisable ``fields`` into the provenance attributes."""
         self._check_writable()
         meta = self.provenance
         meta.update(fields)
-        self.array.attrs[ATTRS_KEY] = meta
+        self._set_attrs(meta)
 
     def set_object(self, obj_id: int, **info: Any) -> None:
         """Record metadata of one object (e.g. ``class_name="nucleus"``)."""
@@ -149,7 +178,7 @@ class LabelsStore:
         objects = dict(meta.get("objects", {}))
         objects[str(int(obj_id))] = {**objects.get(str(int(obj_id)), {}), **info}
         meta["objects"] = objects
-        self.array.attrs[ATTRS_KEY] = meta
+        self._set_attrs(meta)
 
     def next_object_id(self) -> int:
         """One more than the largest id recorded in the provenance."""
@@ -189,7 +218,8 @@ class LabelsStore:
             raise LabelsStoreError(
                 f"plane {key}: labels must be integers in 0..{np.iinfo(np.uint32).max}, got "
                 f"values from {lo} to {hi}")
-        self.array[key] = arr.astype(np.uint32, copy=False)
+        with self._writing(f"plane {key}"):
+            self.array[key] = arr.astype(np.uint32, copy=False)
         self._mark_written(key)
 
     def paint(
@@ -229,7 +259,7 @@ class LabelsStore:
         if key not in planes:
             planes.add(key)
             meta["planes"] = sorted(list(p) for p in planes)
-            self.array.attrs[ATTRS_KEY] = meta
+            self._set_attrs(meta)
 
     def __repr__(self) -> str:
         return f"<LabelsStore {self.path} shape={self.shape}>"

@@ -81,6 +81,11 @@ class Session:
         max_cached_embeddings: int = 8,
         history: int = 50,
     ) -> None:
+        if not (hasattr(image, "shape") and hasattr(image, "__getitem__")):
+            raise TypeError(
+                f"image must be an array (numpy, zarr, dask, ...), got {type(image).__name__}; "
+                "to open a file use napari_segany.Segmenter(path) or napari_segany.io.read_image"
+            )
         self.image = image
         self.rgb = bool(rgb)
         shape = tuple(image.shape[:-1] if rgb else image.shape)
@@ -94,6 +99,13 @@ class Session:
         self._undo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
         self._redo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
         self._history = int(history)
+        self.embeddings_computed = 0
+        self.cache = None
+        if cache is not None:  # first: a refused cache must leave the labels store untouched
+            from .cache import EmbeddingCache
+
+            self.cache = EmbeddingCache(cache, backend=backend, normalizer=self.normalizer,
+                                        data=image, rgb=rgb)
         self.labels: LabelsStore | None = None
         if labels is not None:
             self.labels = (
@@ -106,13 +118,6 @@ class Session:
                 )
             self.labels.update_provenance(model=backend.signature(),
                                           normalization=self.normalizer.to_dict())
-        self.embeddings_computed = 0
-        self.cache = None
-        if cache is not None:
-            from .cache import EmbeddingCache
-
-            self.cache = EmbeddingCache(cache, backend=backend, normalizer=self.normalizer,
-                                        data=image, rgb=rgb)
 
     # -- planes ---------------------------------------------------------------------------------
     @property
@@ -308,6 +313,7 @@ class Session:
         lead = self.plane_keys_shape
         if not lead:
             raise ValueError("propagation needs a volume or stack; this image is 2D")
+        self._check_prompts(prompts)
         if method == "slice":
             from .propagate import SliceSettings, propagate_slicewise
 
@@ -331,14 +337,17 @@ class Session:
         span = (planes[1] - planes[0]) if planes else axis_n
         n_groups = len({k[:axis % len(lead)] + k[axis % len(lead) + 1:] for k in prompts.planes()})
         total = max(1, span * n_groups)
-        store.update_provenance(
-            prompts=prompts.to_dict(include_masks=False),
-            propagation={"method": method, "axis": axis, "planes": planes,
-                         "direction": direction, "settings": _settings_json(settings)},
-        )
+        provenance = {
+            "prompts": prompts.to_dict(include_masks=False),
+            "propagation": {"method": method, "axis": axis, "planes": planes,
+                            "direction": direction, "settings": _settings_json(settings)},
+        }
         written: dict[int, list[tuple[int, ...]]] = {}
         done_planes: set[tuple[int, ...]] = set()
         for res in results:
+            if provenance:  # only once the prompts proved valid: bad input changes nothing
+                store.update_provenance(**provenance)
+                provenance = {}
             store.paint(res.plane, res.mask, res.obj_id, overlap="keep")
             store.set_object(res.obj_id)
             written.setdefault(res.obj_id, []).append(res.plane)
@@ -347,6 +356,34 @@ class Session:
                 if progress is not None:
                     progress(min(len(done_planes), total), total)
         return written
+
+    def _check_prompts(self, prompts: Any) -> None:
+        """Refuse prompts on missing planes or off the image before anything is written."""
+        if not isinstance(prompts, PromptSet):
+            return  # the propagators raise their own TypeError
+        h, w = self.shape[-2:]
+        for key, objects in prompts.items():
+            try:
+                self.check_plane(key)
+            except ValueError as exc:
+                raise ValueError(f"prompts of objects {sorted(objects)}: {exc}") from None
+            for oid, p in objects.items():
+                pts = np.asarray(p.points, dtype=np.float64).reshape(-1, 2)
+                bad = (pts[:, 0] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] < -0.5) | (
+                    pts[:, 1] > h - 0.5)
+                if bad.any():
+                    x, y = pts[np.argmax(bad)]
+                    raise ValueError(f"object {oid} on plane {key}: point (x={x:g}, y={y:g}) "
+                                     f"lies outside the {w}x{h} (WxH) plane")
+                if p.box is not None:
+                    x0, y0, x1, y1 = np.asarray(p.box, dtype=np.float64).reshape(4)
+                    if x1 <= x0 or y1 <= y0:
+                        raise ValueError(f"object {oid} on plane {key}: box "
+                                         f"{[x0, y0, x1, y1]} is empty (need x1 > x0, y1 > y0)")
+                    if x0 > w - 0.5 or y0 > h - 0.5 or x1 < -0.5 or y1 < -0.5:
+                        raise ValueError(f"object {oid} on plane {key}: box "
+                                         f"{[x0, y0, x1, y1]} lies outside the {w}x{h} (WxH) "
+                                         "plane")
 
     def new_object_id(self) -> int:
         """A fresh object id (one above every id committed so far)."""

@@ -183,6 +183,9 @@ class TorchBackend:
                 raise ValueError(f"prompt {i}: a box is 4 finite numbers x0, y0, x1, y1")
             if box[2] <= box[0] or box[3] <= box[1]:
                 raise ValueError(f"prompt {i}: box {box.tolist()} is empty (need x1 > x0, y1 > y0)")
+            if box[0] > w - 0.5 or box[1] > h - 0.5 or box[2] < -0.5 or box[3] < -0.5:
+                raise ValueError(
+                    f"prompt {i}: box {box.tolist()} lies outside the {w}x{h} (WxH) plane")
 
     def _make_batch(self, plist: list[ObjectPrompt], embedding: Embedding) -> PromptBatch:
         coords = labels = boxes = masks = None
