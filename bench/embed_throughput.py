@@ -1,0 +1,118 @@
+"""Embedding throughput over a stack: our cache precompute (with zarr writes) vs set_image.
+
+Ours: ``EmbeddingCache.precompute()`` over every plane of an in-memory (n, H, W) uint16
+stack: read plane, normalise, embed, write the features to the on-disk zarr cache (float16)
+and mark the plane done. Peer: a loop of the raw predictor's ``set_image`` on the same
+normalised planes (the features are left in memory and overwritten by the next plane; no
+persistence). Both include the same intensity normalisation of each plane. Ours is run
+twice per round: with the cache's default overlapped writes (the zarr write of plane k runs
+in a background thread while plane k+1 is embedded) and with serial writes
+(``EmbeddingCache.overlap_writes = False``). The sides alternate order between rounds and
+the best round of each is kept.
+
+    python bench/embed_throughput.py --model sam2.1_hiera_tiny --planes 5 --rounds 2
+    python bench/embed_throughput.py --model sam_vit_b --planes 2 --rounds 1
+
+Writes/updates ``embed_throughput.json``. Random weights (cost does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, WEIGHTS_NOTE, synthetic_volume, write_json  # noqa: E402
+
+
+def bench(name: str, planes: int, size: int, rounds: int) -> dict:
+    from napari_segany import load_model
+    from napari_segany.cache import EmbeddingCache
+    from napari_segany.intensity import Normalizer
+
+    backend = load_model(name, random_weights=True, device="cpu")
+    vol = synthetic_volume(planes, size)
+    norm = Normalizer.fit(vol)
+    if backend.family == "sam":
+        from segment_anything import SamPredictor
+
+        peer = SamPredictor(backend.model)
+    else:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        peer = SAM2ImagePredictor(backend.model)
+        peer._bb_feat_sizes = backend.predictor._bb_feat_sizes
+    backend.embed(norm(vol[0]))  # warm-up (first-call allocations), not timed
+
+    def raw() -> float:
+        t = time.perf_counter()
+        for k in range(planes):
+            peer.set_image(norm(vol[k]))
+        return time.perf_counter() - t
+
+    def ours(overlap: bool) -> tuple[float, int]:
+        tmp = Path(tempfile.mkdtemp(prefix="segany-cache-"))
+        try:
+            t = time.perf_counter()
+            cache = EmbeddingCache(tmp / "c.zarr", backend=backend, normalizer=norm, data=vol)
+            cache.overlap_writes = overlap
+            n = cache.precompute()
+            dt = time.perf_counter() - t
+            nbytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+            assert n == planes and len(cache.computed_planes()) == planes
+            return dt, nbytes
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    t_raw, t_ours, t_serial, nbytes = [], [], [], 0
+    for r in range(rounds):
+        seq = ("raw", "ours", "serial") if r % 2 == 0 else ("serial", "ours", "raw")
+        for who in seq:
+            if who == "raw":
+                t_raw.append(raw())
+            else:
+                dt, nbytes = ours(overlap=who == "ours")
+                (t_ours if who == "ours" else t_serial).append(dt)
+        print({"round": r, "raw_s": t_raw[-1], "ours_s": t_ours[-1],
+               "ours_serial_writes_s": t_serial[-1]}, flush=True)
+    best_raw, best_ours, best_serial = min(t_raw), min(t_ours), min(t_serial)
+    return {"model": name, "planes": planes, "plane": [size, size], "rounds": rounds,
+            "raw_s": [round(t, 2) for t in t_raw], "ours_s": [round(t, 2) for t in t_ours],
+            "ours_serial_writes_s": [round(t, 2) for t in t_serial],
+            "raw_planes_per_s": round(planes / best_raw, 4),
+            "ours_planes_per_s": round(planes / best_ours, 4),
+            "ours_serial_planes_per_s": round(planes / best_serial, 4),
+            "ratio": round(best_raw / best_ours, 3),
+            "ratio_serial_writes": round(best_raw / best_serial, 3),
+            "cache_mib": round(nbytes / 2**20, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="sam2.1_hiera_tiny")
+    ap.add_argument("--planes", type=int, default=5)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    row = bench(args.model, args.planes, args.size, args.rounds)
+    path = (args.out or RESULTS) / "embed_throughput.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    rows = [r for r in rows if r["model"] != row["model"]] + [row]
+    print(f"\nEmbedding a stack of {args.size}x{args.size} planes, CPU; {WEIGHTS_NOTE}")
+    print(f"{'model':>20} {'planes':>6} {'set_image loop pl/s':>20} {'ours+cache pl/s':>16}"
+          f" {'ours/raw':>9} {'serial writes':>14}")
+    for r in rows:
+        print(f"{r['model']:>20} {r['planes']:>6} {r['raw_planes_per_s']:>20.3f} "
+              f"{r['ours_planes_per_s']:>16.3f} {r['ratio']:>9.2f} "
+              f"{r['ratio_serial_writes']:>14.2f}")
+    print(f"wrote {write_json('embed_throughput.json', {'rows': rows}, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
