@@ -176,7 +176,11 @@ class LabelsStore:
         self._check_writable()
         meta = self.provenance
         objects = dict(meta.get("objects", {}))
-        objects[str(int(obj_id))] = {**objects.get(str(int(obj_id)), {}), **info}
+        key = str(int(obj_id))
+        merged = {**objects.get(key, {}), **info}
+        if key in objects and objects[key] == merged:
+            return  # already recorded: propagation calls this for every plane it writes
+        objects[key] = merged
         meta["objects"] = objects
         self._set_attrs(meta)
 
