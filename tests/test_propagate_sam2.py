@@ -59,6 +59,10 @@ def test_lazy_features_match_sam2_backbone(sam2, volume):
     # asking again for the same frame does not recompute
     lazy.get(0)
     assert lazy.computed == 1
+    # another frame shares the (shape-only) position encodings instead of copying them
+    _, other = lazy.get(1)
+    assert lazy.computed == 2
+    assert all(a is b for a, b in zip(other["vision_pos_enc"], ours["vision_pos_enc"]))
 
 
 def test_every_plane_once_per_object(sam2, volume):

@@ -20,6 +20,10 @@ Layout of the group at ``path``
 ``lead`` is the image shape without the two spatial axes (and without the RGB axis when
 ``rgb=True``); planes are keyed by tuples of leading indices (``()`` for a 2D image).
 
+Features are compressed with Blosc (LZ4, byte shuffle): on SAM2.1-tiny features it writes
+a plane in less than half the time of zarr's default Zstandard and stores it slightly smaller.
+Caches written with another codec open and read as before (the codec is in the metadata).
+
 Precision: features are stored as float16 by default, halving the disk use. The rounding
 (relative error about 5e-4) changes masks negligibly (a few boundary pixels at most); use
 ``dtype="float32"`` for identical results. :meth:`EmbeddingCache.get` always returns the stored
@@ -51,6 +55,12 @@ _ABSENT = object()
 
 class CacheMismatchError(ValueError):
     """An existing cache was made for other data, model, normalisation or tiling."""
+
+
+def _feature_compressors() -> tuple[Any, ...]:
+    from zarr.codecs import BloscCodec
+
+    return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
 
 def _split_shape(shape: tuple[int, ...], rgb: bool) -> tuple[int, ...]:
@@ -254,8 +264,9 @@ class EmbeddingCache:
                     f"{self.path}/{name} has shape {tuple(arr.shape)}, expected {tuple(shape)}; "
                     f"delete {self.path} to rebuild the cache")
             return arr
+        compressors = _feature_compressors() if name.startswith("features/") else "auto"
         return self._group.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
-                                        fill_value=0)
+                                        fill_value=0, compressors=compressors)
 
     # -- planes -------------------------------------------------------------------------------
     def _key(self, plane: Any) -> tuple[int, ...]:
@@ -296,24 +307,30 @@ class EmbeddingCache:
                                                      input_size=s[2:])
         emb = self.backend.embed(self._plane_rgb(key))
         self.stats["computed"] += 1
-        stored = self._write(key, emb)
+        stored = self._write(key, emb, keep=True)
         return self.backend.embedding_from_numpy(
             stored, original_size=emb.original_size, input_size=emb.input_size)
 
     def _plane_rgb(self, key: tuple[int, ...]) -> np.ndarray:
         return self.normalizer(np.asarray(self.data[key]))
 
-    def _write(self, key: tuple[int, ...], emb: Embedding) -> dict[str, np.ndarray]:
-        """Store one plane (features, sizes, then ``done``); return the stored features."""
+    def _write(self, key: tuple[int, ...], emb: Embedding, *, keep: bool = False
+               ) -> dict[str, np.ndarray]:
+        """Store one plane (features, sizes, then ``done``).
+
+        With `keep`, return the features as stored (rounded to the cache dtype, as float32),
+        so a plane computed now and one read back later give the same predictions.
+        """
         try:
-            return self._write_plane(key, emb)
+            return self._write_plane(key, emb, keep)
         except OSError as exc:  # full disk, read-only file system: name the cache
             msg = (f"could not write the embedding of plane {key} to the cache {self.path}: "
                    f"{exc.strerror or exc} (check free disk space and write permission; "
                    "the plane is not marked done and will be recomputed)")
             raise (OSError(msg) if exc.errno is None else OSError(exc.errno, msg)) from exc
 
-    def _write_plane(self, key: tuple[int, ...], emb: Embedding) -> dict[str, np.ndarray]:
+    def _write_plane(self, key: tuple[int, ...], emb: Embedding, keep: bool
+                     ) -> dict[str, np.ndarray]:
         stored: dict[str, np.ndarray] = {}
         for name, feat in emb.to_numpy().items():
             feat = feat[0] if feat.ndim and feat.shape[0] == 1 else feat
@@ -325,7 +342,8 @@ class EmbeddingCache:
                 raise ValueError(f"feature {name!r} of plane {key} overflows {self.dtype}; "
                                  "create the cache with dtype='float32'")
             arr[key + (Ellipsis,)] = value
-            stored[name] = value[None].astype(np.float32)
+            if keep:
+                stored[name] = value[None].astype(np.float32)
         self._sizes[key + (Ellipsis,)] = [*emb.original_size, *emb.input_size]
         self._done[key] = 1  # last: only now is the plane complete
         return stored

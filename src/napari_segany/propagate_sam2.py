@@ -45,6 +45,7 @@ class _LazyFeatures:
         self.get_embedding = get_embedding
         self.keep = keep
         self._held: OrderedDict[int, Any] = OrderedDict()
+        self._pos: dict[tuple, Any] = {}
         self.computed = 0
 
     def get(self, frame_idx: int, default: Any = None) -> Any:
@@ -58,6 +59,17 @@ class _LazyFeatures:
         self.computed += 1
         return value
 
+    def _position_encoding(self, f: Any) -> Any:
+        """The neck's sine encoding for a feature map's shape, computed once and shared.
+
+        It depends only on the shape; SAM2 reads it and never writes it (its own predictor
+        also reuses one frame's encodings for every call on that frame)."""
+        key = (tuple(f.shape), f.dtype, f.device)
+        if key not in self._pos:
+            pe = self.model.image_encoder.neck.position_encoding
+            self._pos[key] = pe(f).to(f.dtype)
+        return self._pos[key]
+
     def _backbone_out(self, emb: Any) -> tuple[Any, dict[str, list[Any]]]:
         """Turn an image-predictor embedding back into SAM2's backbone output."""
         import torch
@@ -66,8 +78,7 @@ class _LazyFeatures:
         dtype = t["image_embed"].dtype
         no_mem = self.model.no_mem_embed.reshape(1, -1, 1, 1).to(dtype)
         fpn = [t["high_res_feats_0"], t["high_res_feats_1"], t["image_embed"] - no_mem]
-        pe = self.model.image_encoder.neck.position_encoding
-        pos = [pe(f).to(f.dtype) for f in fpn]
+        pos = [self._position_encoding(f) for f in fpn]
         image = torch.zeros(1, 3, 1, 1, device=fpn[0].device)  # not used by tracking
         return image, {"backbone_fpn": fpn, "vision_pos_enc": pos}
 

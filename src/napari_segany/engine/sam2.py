@@ -14,7 +14,13 @@ import numpy as np
 from ._common import PromptBatch, TorchBackend
 from .base import Embedding
 
-__all__ = ["SAM2_ARCHS", "Sam2Backend", "build_sam2_model", "TINY_SAM2_OVERRIDES"]
+__all__ = [
+    "SAM2_ARCHS",
+    "LeanImageEncoder",
+    "Sam2Backend",
+    "build_sam2_model",
+    "TINY_SAM2_OVERRIDES",
+]
 
 #: Architecture name -> sam2 config file.
 SAM2_ARCHS = {
@@ -62,6 +68,102 @@ def build_sam2_model(arch: str, *, device: Any = "cpu") -> Any:
     )
 
 
+class LeanImageEncoder:
+    """SAM2's image encoder, computing only what single-plane prompting uses.
+
+    ``SAM2ImagePredictor.set_image`` runs the full backbone: the Hiera trunk (re-interpolating
+    its position embedding on every call), the FPN neck with sine position encodings of all
+    four levels (a 64 MiB tensor at the finest level), then drops the coarsest level and every
+    position encoding. Prompting needs only the three feature maps. This computes them with
+    the same modules and the same operations in the same order, so the features are equal to
+    the predictor's bit for bit, while skipping the position encodings of the neck and
+    reusing the trunk's interpolated position embedding between calls (recomputed when the
+    weights, the grid size, the dtype or the autocast state change).
+
+    ``supported`` is False for a trunk or neck of another class (a third-party SAM2 variant);
+    the backend then uses the predictor's own path.
+    """
+
+    def __init__(self, model: Any) -> None:
+        from sam2.modeling.backbones.hieradet import Hiera
+        from sam2.modeling.backbones.image_encoder import FpnNeck
+
+        self.model = model
+        enc = model.image_encoder
+        self.supported = (
+            type(enc.trunk) is Hiera
+            and type(enc.neck) is FpnNeck
+            and getattr(model, "use_high_res_features_in_sam", False)
+            and getattr(model, "num_feature_levels", 0) == 3
+            and len(enc.neck.convs) - getattr(enc, "scalp", 0) == 3
+        )
+        self._pos_key: tuple | None = None
+        self._pos: Any = None
+
+    def _trunk_pos_embed(self, hw: tuple[int, int], x: Any) -> Any:
+        import torch
+
+        trunk = self.model.image_encoder.trunk
+        dev = x.device.type
+        key = (tuple(hw), x.device, x.dtype, torch.is_autocast_enabled(dev),
+               torch.get_autocast_dtype(dev), trunk.pos_embed._version,
+               trunk.pos_embed_window._version, trunk.pos_embed.data_ptr(),
+               trunk.pos_embed_window.data_ptr())
+        if key != self._pos_key:
+            self._pos, self._pos_key = trunk._get_pos_embed(hw), key
+        return self._pos
+
+    def _trunk(self, x: Any) -> list[Any]:
+        trunk = self.model.image_encoder.trunk
+        x = trunk.patch_embed(x)  # (B, H, W, C)
+        x = x + self._trunk_pos_embed(x.shape[1:3], x)
+        outputs = []
+        last = trunk.stage_ends[-1]
+        for i, blk in enumerate(trunk.blocks):
+            x = blk(x)
+            if i == last or (i in trunk.stage_ends and trunk.return_interm_layers):
+                outputs.append(x.permute(0, 3, 1, 2))
+        return outputs
+
+    def _neck(self, xs: list[Any]) -> list[Any]:
+        """The FPN's top-down pass, without position encodings."""
+        import torch
+        import torch.nn.functional as F
+
+        neck = self.model.image_encoder.neck
+        n = len(neck.convs) - 1
+        out: list[Any] = [None] * (n + 1)
+        prev = None
+        for i in range(n, -1, -1):  # coarse to fine
+            lateral = neck.convs[n - i](xs[i])
+            if i in neck.fpn_top_down_levels and prev is not None:
+                up = F.interpolate(
+                    prev.to(dtype=torch.float32), scale_factor=2.0, mode=neck.fpn_interp_model,
+                    align_corners=None if neck.fpn_interp_model == "nearest" else False,
+                    antialias=False)
+                prev = lateral + up
+                if neck.fuse_type == "avg":
+                    prev /= 2
+            else:
+                prev = lateral
+            out[i] = prev
+        return out
+
+    def __call__(self, batch: Any) -> tuple[Any, Any, Any]:
+        """``(high_res_feats_0, high_res_feats_1, image_embed)`` of a (B, 3, S, S) batch."""
+        model = self.model
+        enc = model.image_encoder
+        fpn = self._neck(self._trunk(batch))
+        if enc.scalp > 0:
+            fpn = fpn[: -enc.scalp]
+        hr0 = model.sam_mask_decoder.conv_s0(fpn[0])
+        hr1 = model.sam_mask_decoder.conv_s1(fpn[1])
+        emb = fpn[2]
+        if model.directly_add_no_mem_embed:
+            emb = emb + model.no_mem_embed.reshape(1, -1, 1, 1)
+        return hr0, hr1, emb
+
+
 class Sam2Backend(TorchBackend):
     """A SAM2 model served through sam2's ``SAM2ImagePredictor``."""
 
@@ -77,32 +179,44 @@ class Sam2Backend(TorchBackend):
         s = self.image_size
         # The predictor assumes a 1024 input; its feature sizes must follow the model's.
         self.predictor._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+        self.encoder = LeanImageEncoder(model)
 
     def _feature_keys(self) -> tuple[str, ...]:
         return self._KEYS
 
     def _embed_batch(self, images: list[np.ndarray]) -> list[Embedding]:
+        if not self.encoder.supported:  # an unknown encoder: the predictor's own path
+            return self._embed_batch_predictor(images)
+        p = self.predictor
+        batch = p._transforms.forward_batch(images).to(self.device)
+        hr0, hr1, emb = self.encoder(batch)
+        return self._embeddings(images, emb, hr0, hr1)
+
+    def _embed_batch_predictor(self, images: list[np.ndarray]) -> list[Embedding]:
         p = self.predictor
         p.set_image_batch(images)
         try:
-            emb = p._features["image_embed"]
             hr0, hr1 = p._features["high_res_feats"]
-            s = self.image_size
-            return [
-                Embedding(
-                    {
-                        "image_embed": emb[i : i + 1],
-                        "high_res_feats_0": hr0[i : i + 1],
-                        "high_res_feats_1": hr1[i : i + 1],
-                    },
-                    tuple(int(v) for v in images[i].shape[:2]),
-                    (s, s),
-                    self.model_id,
-                )
-                for i in range(len(images))
-            ]
+            return self._embeddings(images, p._features["image_embed"], hr0, hr1)
         finally:
             p.reset_predictor()
+
+    def _embeddings(self, images: list[np.ndarray], emb: Any, hr0: Any, hr1: Any
+                    ) -> list[Embedding]:
+        s = self.image_size
+        return [
+            Embedding(
+                {
+                    "image_embed": emb[i : i + 1],
+                    "high_res_feats_0": hr0[i : i + 1],
+                    "high_res_feats_1": hr1[i : i + 1],
+                },
+                tuple(int(v) for v in images[i].shape[:2]),
+                (s, s),
+                self.model_id,
+            )
+            for i in range(len(images))
+        ]
 
     def _decode(
         self, embedding: Embedding, batch: PromptBatch, multimask: bool
