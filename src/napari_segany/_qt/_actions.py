@@ -29,6 +29,7 @@ class Actions:
     layers: Any
     jobs: Any
     ui: Any
+    _bad_prompts: str | None = None  # the prompt problem last reported by refresh_preview
 
     # -- notifications ------------------------------------------------------------------------
     def _warn(self, text: str) -> None:
@@ -93,7 +94,8 @@ class Actions:
             prompts = layers.prompts()
         except PromptError as exc:
             self._show(None)
-            return self._warn(f"Cannot use the prompts: {exc}")
+            return self._prompt_problem(f"Cannot use the prompts: {exc}")
+        self._prompt_problem(None)
         objects = prompts.for_plane(key) if key in prompts else {}
         if oid not in objects:
             return self._show(None)
@@ -105,6 +107,23 @@ class Actions:
             self._show(None)
             return self._error(f"Segmenting object {oid} on plane {key} failed: {exc}")
         self._show(seg)
+
+    def _prompt_problem(self, text: str | None) -> None:
+        """Report a prompt problem once, not at every refresh; say when it is gone.
+
+        Parameters
+        ----------
+        text : str or None
+            The problem with the prompt layers, or None when they are usable.
+        """
+        old, self._bad_prompts = self._bad_prompts, text
+        if text is None:
+            if old is not None and self.ui.status_label.text() == old:
+                self.status("The prompts are usable again.")
+        elif text == old:
+            self.status(text)  # e.g. after moving to another plane: no new notification
+        else:
+            self._warn(text)
 
     def _embed(self, key: tuple[int, ...]) -> None:
         session = self.session

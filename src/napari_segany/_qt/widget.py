@@ -26,10 +26,39 @@ __all__ = ["SegmentAnythingWidget"]
 
 _OFFLINE_HINT = ("In the widget you can also pick a checkpoint file with '…' next to the "
                  "model, or tick 'random weights (testing)' to try the widget without weights.")
+_CACHE_HINT = ("The widget keeps the embedding cache next to the output: choose another output "
+               "path, or untick 'cache embeddings on disk'.")
+_CHECKPOINT_HINT = ("Pick another checkpoint file with '…' next to the model, or pick a model "
+                    "name from the list.")
+_INTENSITY_HINT = ("Check the image layer's data (e.g. only NaN or infinite values), or pick "
+                   "another image layer.")
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
+
+
+def _shape_problem(name: str, shape: tuple[int, ...], rgb: bool) -> str | None:
+    """Why an image layer of this shape cannot be segmented (None when it can)."""
+    planes = shape[:-1] if rgb else shape
+    if len(planes) >= 2 and 0 not in planes:
+        return None
+    return (f"Cannot segment image layer {name!r}: its data has shape {shape}"
+            f"{' (RGB)' if rgb else ''}, but Segment Anything needs at least two non-empty "
+            "axes (..., height, width). Pick another image layer, or load the data again.")
+
+
+def _start_hint(exc: BaseException) -> str:
+    """What the user can do in the widget about a failed Start ('' when nothing specific)."""
+    from ..cache import CacheMismatchError
+    from ..engine.weights import CheckpointError, DownloadError
+    from ..intensity import IntensityError
+
+    for kind, hint in ((DownloadError, _OFFLINE_HINT), (CacheMismatchError, _CACHE_HINT),
+                       (CheckpointError, _CHECKPOINT_HINT), (IntensityError, _INTENSITY_HINT)):
+        if isinstance(exc, kind):
+            return f" {hint}"
+    return ""
 
 
 def _stem(path: Path) -> str:
@@ -181,6 +210,11 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
         if image is None:
             return self._warn("No image layer: open an image or a sample (File > Open "
                               "Sample > napari-segany), then pick it under 'image'.")
+        data = image.data[0] if image.multiscale else image.data
+        rgb = bool(image.rgb)
+        problem = _shape_problem(image.name, tuple(data.shape), rgb)
+        if problem:  # before loading a model: its errors (e.g. offline) would hide this one
+            return self._warn(problem)
         ui = self.ui
         model = ui.model_combo.currentText().strip() or DEFAULT_MODEL
         device, random = ui.device_combo.currentText(), ui.random_check.isChecked()
@@ -191,8 +225,6 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
                  if ui.cache_check.isChecked() else None)
         key = (model, device, random)
         backend = self._backend if key == self._backend_key else None
-        data = image.data[0] if image.multiscale else image.data
-        rgb = bool(image.rgb)
         layer_info = {"name": image.name, "scale": [float(s) for s in image.scale],
                       "translate": [float(t) for t in image.translate]}
 
@@ -214,11 +246,9 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
                         on_error=lambda e: self._start_failed(model, e))
 
     def _start_failed(self, model: str, exc: BaseException) -> None:
-        from ..engine.weights import DownloadError
-
-        hint = f" {_OFFLINE_HINT}" if isinstance(exc, DownloadError) else ""
         self.status(f"Could not start: {exc}")
-        self._error(f"Could not load model {model!r} or open the output: {exc}{hint}")
+        self._error(f"Could not load model {model!r} or open the output: {exc}"
+                    f"{_start_hint(exc)}")
 
     def _started(self, image: Any, key: tuple, session: Any) -> None:
         if image not in self.viewer.layers:
@@ -250,6 +280,7 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
             self.layers.boxes.events.data.disconnect(self._on_box_data)
             self.layers.show_preview(None)
         self.session, self.layers, self.preview = None, None, None
+        self._bad_prompts = None
         if reason:
             self.status(reason)
 
