@@ -300,6 +300,10 @@ def test_labels_store_of_another_shape_is_refused_unchanged(on_disk, sam):
         Session(vol[:, :20], sam, labels=root / "labels.zarr")
     with pytest.raises(ValueError, match="do not fit"):
         Session(vol[:, :20], sam, labels=LabelsStore.open(root / "labels.zarr"))
+    # a cache created for the refused session is removed again, nothing else is touched
+    with pytest.raises(LabelsStoreError):
+        Session(vol[:, :20], sam, labels=root / "labels.zarr", cache=root / "new-cache.zarr")
+    assert not (root / "new-cache.zarr").exists()
     assert snapshot(root) == before
 
 

@@ -7,9 +7,11 @@ imports napari or Qt.
 from __future__ import annotations
 
 import os
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,12 +103,23 @@ class Session:
         self._history = int(history)
         self.embeddings_computed = 0
         self.cache = None
+        new_cache = None
         if cache is not None:  # first: a refused cache must leave the labels store untouched
             from .cache import EmbeddingCache
 
+            if not Path(cache).exists():
+                new_cache = Path(cache)
             self.cache = EmbeddingCache(cache, backend=backend, normalizer=self.normalizer,
                                         data=image, rgb=rgb)
         self.labels: LabelsStore | None = None
+        try:
+            self._open_labels(labels, backend)
+        except BaseException:
+            if new_cache is not None:  # a refused store leaves no cache made for it behind
+                shutil.rmtree(new_cache, ignore_errors=True)
+            raise
+
+    def _open_labels(self, labels: Any, backend: Any) -> None:
         if labels is not None:
             self.labels = (
                 labels if isinstance(labels, LabelsStore)

@@ -330,9 +330,13 @@ def load_state_dict(
             isinstance(exc, (pickle.UnpicklingError, RuntimeError))
             and re.search(r"weights.only", msg, re.IGNORECASE)
         ):
+            first = (msg.strip().splitlines() or [""])[0].rstrip(".")
+            if len(first) > 200:
+                first = first[:199] + "…"
             raise CheckpointError(
                 f"cannot read checkpoint {path} (truncated or not a PyTorch checkpoint): "
-                f"{type(exc).__name__}: {msg[:200]}. Delete it and download it again."
+                f"{type(exc).__name__}: {first}. If it was downloaded, delete it and download "
+                f"it again; if it is your own file, save it again from the model."
             ) from exc
         why = re.search(r"Unsupported (?:global: GLOBAL \S+|operand \S+)", msg)
         raise CheckpointError(
