@@ -115,7 +115,8 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["peak_rss_mib"]
-    print(f"\nSAM2 propagation, {args.model}, {'checkpoint' if args.checkpoint else 'random weights'}"
+    weights = 'checkpoint' if args.checkpoint else 'random weights'
+    print(f"\nSAM2 propagation, {args.model}, {weights}"
           f" (memory and speed do not depend on weight values), {args.size}x{args.size} planes")
     print(f"{'frames':>7} {'s':>8} {'frames/s':>9} {'peak RSS MiB':>13} {'vs first':>9}"
           + (f" {'peak GPU MiB':>13}" if "peak_gpu_mib" in rows[0] else ""))

@@ -52,9 +52,9 @@ def test_lazy_features_match_sam2_backbone(sam2, volume):
     with torch.inference_mode():
         x = sam2.predictor._transforms(rgb)[None]
         ref = sam2.model.forward_image(x)
-    for a, b in zip(ours["backbone_fpn"], ref["backbone_fpn"]):
+    for a, b in zip(ours["backbone_fpn"], ref["backbone_fpn"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    for a, b in zip(ours["vision_pos_enc"], ref["vision_pos_enc"][: len(ours["vision_pos_enc"])]):
+    for a, b in zip(ours["vision_pos_enc"], ref["vision_pos_enc"], strict=True):
         torch.testing.assert_close(a, b)
     # asking again for the same frame does not recompute
     lazy.get(0)
@@ -62,7 +62,8 @@ def test_lazy_features_match_sam2_backbone(sam2, volume):
     # another frame shares the (shape-only) position encodings instead of copying them
     _, other = lazy.get(1)
     assert lazy.computed == 2
-    assert all(a is b for a, b in zip(other["vision_pos_enc"], ours["vision_pos_enc"]))
+    assert all(a is b for a, b in zip(other["vision_pos_enc"], ours["vision_pos_enc"],
+                                          strict=True))
 
 
 def test_every_plane_once_per_object(sam2, volume):

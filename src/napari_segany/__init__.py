@@ -63,6 +63,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .api import Segmenter
+    from .auto import AutoSettings, auto_segment
+    from .boxes import read_boxes, segment_boxes
+    from .cache import EmbeddingCache
     from .engine.registry import (
         ModelSpec,
         available_models,
@@ -70,18 +74,14 @@ if TYPE_CHECKING:  # pragma: no cover
         register_family,
         register_model,
     )
-    from .api import Segmenter
-    from .auto import AutoSettings, auto_segment
-    from .boxes import read_boxes, segment_boxes
-    from .cache import EmbeddingCache
     from .exports import export_labels
     from .intensity import Normalizer
     from .io import read_image
     from .labels import LabelsStore
+    from .prompts import ObjectPrompt, PromptSet, points_to_prompts, shapes_to_prompts
     from .propagate import SliceSettings
     from .samples import load_sample
     from .session import Session
-    from .prompts import ObjectPrompt, PromptSet, points_to_prompts, shapes_to_prompts
 
 
 def __getattr__(name: str) -> Any:

@@ -108,7 +108,7 @@ class Normalizer:
                 f"low and high need {n} value(s) (one per selected channel), "
                 f"got {len(low)} and {len(high)}."
             )
-        for lo, hi in zip(low, high):
+        for lo, hi in zip(low, high, strict=True):
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
                 raise IntensityError(f"low/high must be finite with low <= high, got {lo}, {hi}.")
 
@@ -126,7 +126,7 @@ class Normalizer:
         channels: tuple[int, ...] | None = None,
         max_planes: int = 16,
         max_pixels: int = 4_000_000,
-    ) -> "Normalizer":
+    ) -> Normalizer:
         """Fit one mapping for a whole image or volume from a bounded sample.
 
         Parameters
@@ -182,7 +182,8 @@ class Normalizer:
         cax: int | None = None
         if channel_axis is not None:
             if not -ndim <= int(channel_axis) < ndim:
-                raise IntensityError(f"channel_axis={channel_axis} is out of range for shape {shape}.")
+                raise IntensityError(
+                    f"channel_axis={channel_axis} is out of range for shape {shape}.")
             cax = int(channel_axis) % ndim
         non_ch = [a for a in range(ndim) if a != cax]
         if len(non_ch) < 2:
@@ -244,7 +245,8 @@ class Normalizer:
             )
         p_lo, p_hi = (float(p) for p in percentiles)
         if not 0.0 <= p_lo < p_hi <= 100.0:
-            raise IntensityError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
+            raise IntensityError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
 
         # --- bounded sample: planes evenly spaced over leading axes, strided in Y/X
         lead_shape = tuple(shape[a] for a in lead)
@@ -268,7 +270,8 @@ class Normalizer:
         samples: dict[int | None, list[np.ndarray]] = {c: [] for c in uniq}
         for f in flat:
             idx: list[Any] = [slice(None)] * ndim
-            for a, i in zip(lead, np.unravel_index(int(f), lead_shape) if lead else ()):
+            for a, i in zip(lead, np.unravel_index(int(f), lead_shape) if lead else (),
+                            strict=True):
                 idx[a] = int(i)
             idx[yax] = idx[xax] = step
             if channels is None:
@@ -297,7 +300,7 @@ class Normalizer:
             lo, hi = np.percentile(vals, [p_lo, p_hi])
             stats[c] = (float(lo), float(hi))
         keys = channels if channels is not None else (None,)
-        lows, highs = zip(*(stats[c] for c in keys))
+        lows, highs = zip(*(stats[c] for c in keys), strict=True)
         return cls("percentile", lows, highs, plane_cax, channels)
 
     # ----------------------------------------------------------------- applying
@@ -338,7 +341,8 @@ class Normalizer:
                 )
             chans = arr[list(self.channels)]
         out = np.zeros(chans.shape[1:] + (3,), dtype=np.uint8)
-        mapped = [self._map(c, lo, hi) for c, lo, hi in zip(chans, self.low, self.high)]
+        mapped = [self._map(c, lo, hi)
+                  for c, lo, hi in zip(chans, self.low, self.high, strict=False)]
         for i, m in enumerate(mapped * 3 if len(mapped) == 1 else mapped):
             out[..., i] = m
         return out
@@ -368,11 +372,12 @@ class Normalizer:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
+    def from_dict(cls, d: dict) -> Normalizer:
         """Rebuild a :class:`Normalizer` from :meth:`to_dict` output."""
         keys = ("mode", "low", "high", "channel_axis", "channels")
         missing = [k for k in keys if k not in d]
         if missing:
-            raise IntensityError(f"normalizer dict is missing keys {missing}; expected {list(keys)}.")
+            raise IntensityError(
+                f"normalizer dict is missing keys {missing}; expected {list(keys)}.")
         chans = None if d["channels"] is None else tuple(d["channels"])
         return cls(d["mode"], tuple(d["low"]), tuple(d["high"]), d["channel_axis"], chans)

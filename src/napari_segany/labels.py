@@ -114,7 +114,8 @@ class LabelsStore:
         return cls(arr, path)
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike, shape: tuple[int, ...], **kw: Any) -> LabelsStore:
+    def open_or_create(cls, path: str | os.PathLike, shape: tuple[int, ...],
+                       **kw: Any) -> LabelsStore:
         """Reopen ``path`` if it exists (its shape must equal ``shape``), else create it."""
         if Path(path).exists():
             store = cls.open(path)
@@ -193,7 +194,8 @@ class LabelsStore:
     def _key(self, plane: tuple[int, ...] | int) -> tuple[int, ...]:
         key = (plane,) if isinstance(plane, (int, np.integer)) else tuple(plane)
         lead = self.shape[:-2]
-        if len(key) != len(lead) or any(not 0 <= int(k) < n for k, n in zip(key, lead)):
+        if len(key) != len(lead) or any(
+                not 0 <= int(k) < n for k, n in zip(key, lead, strict=True)):
             raise LabelsStoreError(
                 f"plane {key} is out of range for labels of shape {self.shape} "
                 f"(valid planes: indices below {lead})"

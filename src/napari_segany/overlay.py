@@ -15,7 +15,8 @@ def label_colors(n: int, *, seed: int = 3) -> np.ndarray:
 
     start = np.random.default_rng(seed).uniform()
     rows = [(0.0, 0.0, 0.0)]
-    rows += [colorsys.hsv_to_rgb((start + i * 0.618033988749895) % 1.0, 0.85, 1.0) for i in range(n)]
+    golden = 0.618033988749895
+    rows += [colorsys.hsv_to_rgb((start + i * golden) % 1.0, 0.85, 1.0) for i in range(n)]
     return (np.array(rows) * 255).round().astype(np.uint8)
 
 

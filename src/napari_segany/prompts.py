@@ -526,7 +526,7 @@ def shapes_to_prompts(shapes: Any, *, image_shape: Any, shape_types: Any = None,
         raise PromptError(f"got {len(types)} shape_types for {n} shapes; pass one type per shape")
     ids = _parse_ids(object_ids, n, "shape", np.arange(1, n + 1, dtype=np.int64))
     result, seen = PromptSet(), {}
-    for i, (v, kind) in enumerate(zip(verts, types)):
+    for i, (v, kind) in enumerate(zip(verts, types, strict=True)):
         kind = "rectangle" if kind is None else str(kind)
         if kind.lower() != "rectangle":
             raise PromptError(f"shape {i} is a {kind!r}; only 'rectangle' shapes can be SAM box "
@@ -534,8 +534,10 @@ def shapes_to_prompts(shapes: Any, *, image_shape: Any, shape_types: Any = None,
         if len(v) == 0:
             raise PromptError(f"shape {i} has no vertices")
         pix = _to_image_pixels(v, shape, shapes_transform, image_transform, "shapes")
-        planes = {tuple(p) for p in _plane_indices(pix, shape, lambda j: f"shape {i}, vertex {j}")
-                  .tolist()}
+        def where(j: int, i: int = i) -> str:
+            return f"shape {i}, vertex {j}"
+
+        planes = {tuple(p) for p in _plane_indices(pix, shape, where).tolist()}
         if len(planes) > 1:
             raise PromptError(f"shape {i} spans planes {sorted(planes)}; draw it on one plane")
         key, oid = planes.pop(), int(ids[i])

@@ -257,7 +257,8 @@ class Sam2Propagator:
             Checked before each frame; when it returns True the generator ends.
         """
         if direction not in ("both", "forward", "backward"):
-            raise ValueError(f"direction must be 'both', 'forward' or 'backward', not {direction!r}")
+            raise ValueError(
+                f"direction must be 'both', 'forward' or 'backward', not {direction!r}")
         if not self.state["obj_ids"]:
             raise ValueError("add prompts for at least one object before propagating")
         if start is None:

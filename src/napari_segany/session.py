@@ -92,7 +92,8 @@ class Session:
         self.rgb = bool(rgb)
         shape = tuple(image.shape[:-1] if rgb else image.shape)
         if len(shape) < 2 or min(shape) == 0:
-            raise ValueError(f"need an image with 2 or more non-empty axes, got shape {image.shape}")
+            raise ValueError(
+                f"need an image with 2 or more non-empty axes, got shape {image.shape}")
         self.shape = shape
         self.backend = backend
         self.normalizer = normalizer or Normalizer.fit(image, rgb=rgb)
@@ -141,7 +142,8 @@ class Session:
     def check_plane(self, plane: tuple[int, ...] | int | None) -> tuple[int, ...]:
         key = () if plane is None else ((plane,) if np.isscalar(plane) else tuple(plane))
         lead = self.plane_keys_shape
-        if len(key) != len(lead) or any(not 0 <= int(k) < n for k, n in zip(key, lead)):
+        if len(key) != len(lead) or any(
+                not 0 <= int(k) < n for k, n in zip(key, lead, strict=True)):
             raise ValueError(
                 f"plane {key} does not exist: the image has {len(lead)} leading axes of sizes "
                 f"{lead} (plane index {'() for a 2D image' if not lead else 'out of range'})"
@@ -193,7 +195,8 @@ class Session:
         Resumes where an earlier, interrupted precompute stopped.
         """
         if self.cache is None:
-            raise ValueError("precompute needs an embedding cache: create the session with cache=PATH")
+            raise ValueError(
+                "precompute needs an embedding cache: create the session with cache=PATH")
         return self.cache.precompute(planes, batch_size=batch_size, progress=progress,
                                      cancel=cancel)
 

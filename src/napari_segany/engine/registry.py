@@ -133,7 +133,9 @@ def get_spec(name: str) -> ModelSpec:
 # -- architecture inference for user checkpoints ------------------------------------------
 
 _SAM_EMBED_DIMS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
-_SAM2_TRUNKS = {(96, 12): "hiera_t", (96, 16): "hiera_s", (112, 24): "hiera_b+", (144, 48): "hiera_l"}
+_SAM2_TRUNKS = {
+    (96, 12): "hiera_t", (96, 16): "hiera_s", (112, 24): "hiera_b+", (144, 48): "hiera_l"
+}
 
 
 def infer_arch(state_dict: dict[str, Any]) -> tuple[str, str]:
@@ -145,7 +147,8 @@ def infer_arch(state_dict: dict[str, Any]) -> tuple[str, str]:
             return "sam", arch
     w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
     if w is not None:
-        blocks = {k.split(".")[3] for k in state_dict if k.startswith("image_encoder.trunk.blocks.")}
+        prefix = "image_encoder.trunk.blocks."
+        blocks = {k.split(".")[3] for k in state_dict if k.startswith(prefix)}
         trunk = _SAM2_TRUNKS.get((int(w.shape[0]), len(blocks)))
         if trunk:
             version = "sam2.1" if "no_obj_embed_spatial" in state_dict else "sam2"
@@ -344,7 +347,8 @@ def _register_builtins() -> None:
         "tiny SAM architecture (256 px input, 2-block encoder) for tests and smoke runs; "
         "random weights: masks are meaningless")))
     register_model(ModelSpec("sam2_tiny", "sam2", "tiny", description=(
-        "tiny SAM2.1 architecture (256 px input, stages of 1, 1, 2 and 1 blocks) for tests and smoke "
+        "tiny SAM2.1 architecture (256 px input, stages of 1, 1, 2 and 1 blocks) for tests and "
+        "smoke "
         "runs; random weights: masks are meaningless")))
 
 
