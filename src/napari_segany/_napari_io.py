@@ -76,7 +76,7 @@ def _one(path: Any) -> Path:
 
 def _stem(p: Path) -> str:
     name = p.name
-    for ext in (".nii.gz", ".nii", ".tiff", ".tif", ".zarr"):
+    for ext in (".nii.gz", ".nii", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return p.stem

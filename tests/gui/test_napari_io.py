@@ -102,6 +102,14 @@ def test_reader_rgb_tiff_without_metadata(tmp_path):
     assert kwargs["rgb"] is True and "scale" not in kwargs and data.shape == (8, 9, 3)
 
 
+@pytest.mark.parametrize("name", ["cells.ome.tif", "cells.ome.tiff", "cells.tif"])
+def test_reader_layer_name_drops_the_whole_extension(tmp_path, name):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / name, np.zeros((3, 8, 9), np.uint16))
+    [(_data, kwargs, _kind)] = nio.get_reader(str(tmp_path / name))(str(tmp_path / name))
+    assert kwargs["name"] == "cells"
+
+
 @pytest.mark.parametrize("name", ["head.nii", "head.nii.gz"])
 def test_reader_nifti_scale_from_voxel_spacing(tmp_path, name):
     nib = pytest.importorskip("nibabel")
