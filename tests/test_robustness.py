@@ -440,7 +440,7 @@ def test_cli_cache_of_another_model_and_bad_checkpoints(cli_disk, capsys, tmp_pa
 
 def test_cli_nan_and_empty_images(tmp_path, capsys):
     nan = tmp_path / "nan.tif"
-    tifffile.imwrite(nan, np.full((3, 20, 20), np.nan, np.float32))
+    tifffile.imwrite(nan, np.full((3, 20, 20), np.nan, np.float32), photometric="minisblack")
     _cli_error(capsys, ["segment", str(nan), "--points", "5,5", "--plane", "1", "--out",
                         str(tmp_path / "o"), *TINY], "NaN")
     empty = tmp_path / "empty.npy"

@@ -105,7 +105,7 @@ def test_reader_rgb_tiff_without_metadata(tmp_path):
 @pytest.mark.parametrize("name", ["cells.ome.tif", "cells.ome.tiff", "cells.tif"])
 def test_reader_layer_name_drops_the_whole_extension(tmp_path, name):
     tifffile = pytest.importorskip("tifffile")
-    tifffile.imwrite(tmp_path / name, np.zeros((3, 8, 9), np.uint16))
+    tifffile.imwrite(tmp_path / name, np.zeros((3, 8, 9), np.uint16), photometric="minisblack")
     [(_data, kwargs, _kind)] = nio.get_reader(str(tmp_path / name))(str(tmp_path / name))
     assert kwargs["name"] == "cells"
 
