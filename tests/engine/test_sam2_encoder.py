@@ -118,3 +118,15 @@ def test_subclassed_trunk_is_not_supported(backend):
     finally:
         trunk.__class__ = Hiera
     assert LeanImageEncoder(backend.model).supported
+
+
+def test_neck_without_expected_attributes_is_not_supported(backend):
+    """A future sam2 that renames the FPN's settings falls back instead of failing."""
+    neck = backend.model.image_encoder.neck
+    saved = neck.fuse_type
+    try:
+        del neck.fuse_type
+        assert not LeanImageEncoder(backend.model).supported
+    finally:
+        neck.fuse_type = saved
+    assert LeanImageEncoder(backend.model).supported

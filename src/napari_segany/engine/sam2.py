@@ -93,12 +93,16 @@ class LeanImageEncoder:
         self.supported = (
             type(enc.trunk) is Hiera
             and type(enc.neck) is FpnNeck
+            and all(hasattr(enc.trunk, a) for a in (
+                "_get_pos_embed", "patch_embed", "blocks", "stage_ends", "return_interm_layers",
+                "pos_embed", "pos_embed_window"))
+            and all(hasattr(enc.neck, a) for a in (
+                "convs", "fpn_top_down_levels", "fpn_interp_model", "fuse_type"))
             and getattr(model, "use_high_res_features_in_sam", False)
             and getattr(model, "num_feature_levels", 0) == 3
             and len(enc.neck.convs) - getattr(enc, "scalp", 0) == 3
         )
-        self._pos_key: tuple | None = None
-        self._pos: Any = None
+        self._pos_entry: tuple[tuple, Any] | None = None  # (key, embedding), replaced whole
 
     def _trunk_pos_embed(self, hw: tuple[int, int], x: Any) -> Any:
         import torch
@@ -109,9 +113,11 @@ class LeanImageEncoder:
                torch.get_autocast_dtype(dev), trunk.pos_embed._version,
                trunk.pos_embed_window._version, trunk.pos_embed.data_ptr(),
                trunk.pos_embed_window.data_ptr())
-        if key != self._pos_key:
-            self._pos, self._pos_key = trunk._get_pos_embed(hw), key
-        return self._pos
+        entry = self._pos_entry  # one read: a concurrent update cannot pair another key
+        if entry is None or entry[0] != key:
+            entry = (key, trunk._get_pos_embed(hw))
+            self._pos_entry = entry
+        return entry[1]
 
     def _trunk(self, x: Any) -> list[Any]:
         trunk = self.model.image_encoder.trunk
