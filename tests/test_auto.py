@@ -3,9 +3,7 @@ objects across planes, and sessions writing stacks plane by plane."""
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,9 +26,8 @@ from napari_segany.engine import load_model
 from napari_segany.labels import LabelsStore
 from napari_segany.session import Session
 from rule_backend import RuleBackend
+from testdata import DATA
 
-DATA = Path(os.environ.get("NAPARI_SEGANY_TEST_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data"))
 #: random weights give junk scores: keep every candidate mask in the smoke tests
 KEEP_ALL = dict(pred_iou_thresh=-1e9, stability_score_thresh=-1e9, box_nms_thresh=0.7)
 

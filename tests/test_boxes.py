@@ -4,7 +4,6 @@ decoding, the overlap policy, classes in the store, stacks, and real nuclei imag
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,7 @@ from napari_segany.labels import LabelsStore
 from napari_segany.prompts import Transform
 from napari_segany.session import Session
 from rule_backend import RuleBackend
-
-DATA = Path(os.environ.get("NAPARI_SEGANY_TEST_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data"))
+from testdata import DATA
 
 
 @pytest.fixture(scope="module", autouse=True)

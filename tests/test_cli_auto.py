@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,8 @@ from napari_segany._cli_auto import add_auto_parsers
 from napari_segany.engine import registry
 from napari_segany.labels import LabelsStore
 from rule_backend import RuleBackend
+from testdata import DATA
 
-DATA = Path(os.environ.get("NAPARI_SEGANY_TEST_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data"))
 SAM = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 SAM2 = ["--model", "sam2_tiny", "--random-weights", "--device", "cpu"]
 RULE = ["--model", "rule_test", "--random-weights", "--device", "cpu"]

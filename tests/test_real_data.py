@@ -7,9 +7,6 @@ and videos flow through propagation and land in the labels store, not mask quali
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -20,9 +17,8 @@ from napari_segany.labels import LabelsStore
 from napari_segany.prompts import ObjectPrompt, PromptSet
 from napari_segany.propagate import SliceSettings
 from napari_segany.session import Session
+from testdata import DATA
 
-DATA = Path(os.environ.get("NAPARI_SEGANY_TEST_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = [
     pytest.mark.data,
     pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} is absent"),
