@@ -44,7 +44,7 @@ def bench(name: str, planes: int, size: int, rounds: int, device: str = "cpu",
     import torch
 
     from napari_segany import load_model
-    from napari_segany.cache import EmbeddingCache
+    from napari_segany.storage import EmbeddingCache
     from napari_segany.intensity import Normalizer
 
     if device == "auto":

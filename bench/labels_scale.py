@@ -7,7 +7,7 @@ overlap="keep")`` + ``store.set_object``). Reports planes/s, peak RSS and bytes 
 
 Open (fresh process, needs a display, e.g. ``xvfb-run -a``): ``napari.Viewer(show=False)``,
 then the store is opened through this plugin's reader contribution
-(``napari_segany._napari_io.get_reader``) and added as a Labels layer; RSS before/after and
+(``napari_segany._napari.reader.get_reader``) and added as a Labels layer; RSS before/after and
 the time to open are reported. The layer is backed by the zarr array: planes are read on
 demand.
 
@@ -35,7 +35,7 @@ from _common import peak_rss_mib, rss_now_mib, write_json  # noqa: E402
 def write(path: Path, n: int, size: int, objects: int, budget_s: float | None) -> dict:
     import numpy as np
 
-    from napari_segany.labels import LabelsStore
+    from napari_segany.storage import LabelsStore
 
     rss0 = rss_now_mib()
     store = LabelsStore.create(path, (n, size, size))
@@ -69,7 +69,7 @@ def open_in_napari(path: Path) -> dict:
     rss_start = rss_now_mib()
     import napari
 
-    from napari_segany._napari_io import get_reader
+    from napari_segany._napari.reader import get_reader
 
     viewer = napari.Viewer(show=False)
     rss0 = rss_now_mib()

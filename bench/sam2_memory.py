@@ -58,7 +58,7 @@ def run_one(n: int, model: str, device: str, checkpoint: str | None, size: int) 
     from napari_segany.engine import load_model
     from napari_segany.intensity import Normalizer
     from napari_segany.prompts import ObjectPrompt, PromptSet
-    from napari_segany.propagate_sam2 import propagate_sam2
+    from napari_segany.propagate import propagate_sam2
 
     backend = (load_model(model, checkpoint=checkpoint, device=device) if checkpoint
                else load_model(model, random_weights=True, device=device))

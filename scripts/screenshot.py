@@ -57,7 +57,7 @@ def _ensure_display() -> subprocess.Popen | None:
 
 def _wait(widget, app, timeout: float = 300) -> None:
     end = time.monotonic() + timeout
-    while (widget.jobs.busy or widget._queued) and time.monotonic() < end:
+    while not widget.idle and time.monotonic() < end:
         app.processEvents()
         time.sleep(0.01)
     for _ in range(20):

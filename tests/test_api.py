@@ -7,9 +7,9 @@ import pytest
 import tifffile
 
 import napari_segany as sa
+from blobs import GT1, VOL, center, iou
 from napari_segany.prompts import ObjectPrompt, PromptSet
 from rule_backend import RuleBackend
-from test_propagate_slicewise import GT1, VOL, center, iou
 
 
 class FakeViewer:

@@ -24,11 +24,10 @@ import pytest
 import zarr.storage._local as local
 
 from napari_segany import Session
-from napari_segany.cache import EmbeddingCache
 from napari_segany.cli import main
-from napari_segany.labels import LabelsStore, LabelsStoreError, LabelsStoreIOError
 from napari_segany.prompts import ObjectPrompt, PromptSet
 from napari_segany.session import Segmentation
+from napari_segany.storage import EmbeddingCache, LabelsStore, LabelsStoreError, LabelsStoreIOError
 from rule_backend import RuleBackend
 
 TESTS = Path(__file__).resolve().parent

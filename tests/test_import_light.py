@@ -73,7 +73,7 @@ def test_lazy_public_names():
     assert result["torch"] is False  # resolving the name still does not build a model
     assert result["in_dir"] is True
     assert "sam_vit_b" in result["models"]
-    assert result["prompt"] == "napari_segany.prompts"
+    assert result["prompt"] == "napari_segany.prompts.model"
 
 
 def test_unknown_attribute():

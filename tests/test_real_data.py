@@ -13,10 +13,10 @@ import pytest
 from napari_segany.engine import load_model
 from napari_segany.intensity import Normalizer
 from napari_segany.io import read_image
-from napari_segany.labels import LabelsStore
 from napari_segany.prompts import ObjectPrompt, PromptSet
 from napari_segany.propagate import SliceSettings
 from napari_segany.session import Session
+from napari_segany.storage import LabelsStore
 from testdata import DATA
 
 pytestmark = [

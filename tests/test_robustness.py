@@ -20,12 +20,10 @@ from hypothesis import strategies as st
 
 from napari_segany import Session, load_model
 from napari_segany.api import Segmenter
-from napari_segany.cache import CacheMismatchError, EmbeddingCache
 from napari_segany.cli import main
 from napari_segany.engine.weights import CheckpointError
 from napari_segany.exports import export_rle, read_rle_csv
 from napari_segany.intensity import IntensityError, Normalizer
-from napari_segany.labels import LabelsStore, LabelsStoreError
 from napari_segany.prompts import (
     ObjectPrompt,
     PromptError,
@@ -35,6 +33,7 @@ from napari_segany.prompts import (
     shapes_to_prompts,
 )
 from napari_segany.session import Segmentation
+from napari_segany.storage import CacheMismatchError, EmbeddingCache, LabelsStore, LabelsStoreError
 from rule_backend import RuleBackend
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
@@ -57,11 +56,6 @@ def volume(shape=(3, 40, 50), seed=0) -> np.ndarray:
 def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("NAPARI_SEGANY_OFFLINE", "1")
     monkeypatch.setenv("NAPARI_SEGANY_CACHE_DIR", str(tmp_path / "model-cache"))
-
-
-@pytest.fixture(scope="module")
-def sam():
-    return load_model("sam_tiny", random_weights=True, device="cpu")
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from napari_segany.engine.registry import load_model
-from napari_segany.labels import LabelsStore, LabelsStoreError
 from napari_segany.prompts import ObjectPrompt
 from napari_segany.samples import blob_volume, nuclei_2d
 from napari_segany.session import Segmentation, Session
+from napari_segany.storage import LabelsStore, LabelsStoreError
 
 
 @pytest.fixture(scope="module")

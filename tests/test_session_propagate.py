@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_segany.labels import LabelsStore
+from blobs import GT1, GT2, VOL, center, iou
 from napari_segany.prompts import ObjectPrompt, PromptSet
 from napari_segany.session import Session
+from napari_segany.storage import LabelsStore
 from rule_backend import rule_backend_fixture  # noqa: F401  (the rule_backend fixture)
-from test_propagate_slicewise import GT1, GT2, VOL, center, iou
 
 
 def _prompts(obj=1, gt=GT1, z=14):

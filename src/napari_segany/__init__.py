@@ -40,8 +40,8 @@ __all__ = [
 _LAZY = {
     "Session": "napari_segany.session",
     "Segmenter": "napari_segany.api",
-    "LabelsStore": "napari_segany.labels",
-    "EmbeddingCache": "napari_segany.cache",
+    "LabelsStore": "napari_segany.storage",
+    "EmbeddingCache": "napari_segany.storage",
     "SliceSettings": "napari_segany.propagate",
     "read_image": "napari_segany.io",
     "export_labels": "napari_segany.exports",
@@ -66,7 +66,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import Segmenter
     from .auto import AutoSettings, auto_segment
     from .boxes import read_boxes, segment_boxes
-    from .cache import EmbeddingCache
     from .engine.registry import (
         ModelSpec,
         available_models,
@@ -77,11 +76,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .exports import export_labels
     from .intensity import Normalizer
     from .io import read_image
-    from .labels import LabelsStore
     from .prompts import ObjectPrompt, PromptSet, points_to_prompts, shapes_to_prompts
     from .propagate import SliceSettings
     from .samples import load_sample
     from .session import Session
+    from .storage import EmbeddingCache, LabelsStore
 
 
 def __getattr__(name: str) -> Any:

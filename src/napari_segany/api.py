@@ -21,9 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from .intensity import Normalizer
+from .auto import AutoResult, AutoSettings
+from .boxes import BoxesResult, read_boxes
+from .engine.base import Backend
+from .engine.registry import load_model
+from .exports import export_labels
+from .intensity import normalizer_from_options
+from .io import channels_last, read_image
+from .overlay import render_overlay
 from .prompts import ObjectPrompt, PromptSet
 from .session import Segmentation, Session
+from .tiling import TiledEmbeddings
 
 __all__ = ["Segmenter"]
 
@@ -37,16 +45,21 @@ class Segmenter(Session):
         numpy, zarr or dask array (``(..., H, W)``, or ``(..., H, W, C)`` with ``rgb=True``),
         or a file/folder :func:`napari_segany.io.read_image` opens (TIFF, PNG/JPEG, zarr,
         NIfTI, a folder of frames).
-    model : str, path or Backend
-        Registry name, checkpoint path, or an already loaded backend.
+    model : str, path or Backend, optional
+        Registry name, checkpoint path, or an already loaded backend (default: the
+        default model, or with ``checkpoint`` the architecture of that file).
     labels : path, optional
         Labels store to write; default: a new store in a temporary folder.
     cache : path, optional
         On-disk embedding cache (reused across runs).
     rgb : bool, optional
         Last axis is colour; guessed for files.
-    window, percentiles, channel_axis, channels :
-        Intensity options passed to :meth:`Normalizer.fit` (e.g. ``window="ct_soft_tissue"``).
+    window, percentiles, channels :
+        Intensity options (:func:`~napari_segany.intensity.normalizer_from_options`), e.g.
+        ``window="ct_soft_tissue"``.
+    channel_axis : int, optional
+        Axis of ``image`` holding channels, e.g. 0 for ``(C, Z, Y, X)``; it is moved last
+        (a lazy view) and up to three channels (``channels``) become R, G, B.
     device, checkpoint, random_weights :
         Passed to :func:`napari_segany.load_model`.
     """
@@ -55,7 +68,7 @@ class Segmenter(Session):
         self,
         image: Any,
         *,
-        model: Any = None,
+        model: str | os.PathLike | Backend | None = None,
         labels: str | os.PathLike | None = None,
         cache: str | os.PathLike | None = None,
         rgb: bool | None = None,
@@ -69,24 +82,24 @@ class Segmenter(Session):
     ) -> None:
         self.source = None
         if isinstance(image, (str, os.PathLike)):
-            from .io import read_image
-
             self.source = read_image(image)
             image, rgb = self.source.data, self.source.rgb if rgb is None else rgb
+        if not (hasattr(image, "shape") and hasattr(image, "__getitem__")):
+            raise TypeError(f"image must be an array (numpy, zarr, dask, ...) or a file path, "
+                            f"got {type(image).__name__}")
         rgb = bool(rgb)
+        if channel_axis is not None:  # channels last, read lazily: the session sees RGB planes
+            if rgb:
+                raise ValueError("give rgb=True (channels last) or channel_axis=, not both")
+            image, rgb = channels_last(image, channel_axis), True
         if model is None or isinstance(model, (str, os.PathLike)):
-            from .engine.registry import DEFAULT_MODEL, load_model
-
-            backend = load_model(model or DEFAULT_MODEL, checkpoint=checkpoint, device=device,
+            backend = load_model(model, checkpoint=checkpoint, device=device,
                                  random_weights=random_weights)
         else:
             backend = model
-        fit: dict[str, Any] = {"rgb": rgb, "channel_axis": channel_axis, "channels": channels}
-        if window is not None:
-            fit.update(mode="window", window=window)
-        if percentiles is not None:
-            fit.update(mode="percentile", percentiles=tuple(percentiles))
-        normalizer = Normalizer.fit(image, **fit)
+        normalizer = normalizer_from_options(
+            image, rgb=rgb, channels_moved=channel_axis is not None, window=window,
+            percentiles=percentiles, channels=channels)
         if labels is None:
             labels = Path(tempfile.mkdtemp(prefix="segany-")) / "labels.zarr"
         super().__init__(image, backend, normalizer=normalizer, rgb=rgb, labels=labels,
@@ -144,11 +157,9 @@ class Segmenter(Session):
         return ids[0] if len(ids) == 1 else ids
 
     # -- automatic segmentation -------------------------------------------------------------------
-    def _tiled(self, tile: int | None, halo: int | None) -> Any:
+    def _tiled(self, tile: int | None, halo: int | None) -> TiledEmbeddings | None:
         if tile is None:
             return None
-        from .tiling import TiledEmbeddings
-
         return TiledEmbeddings.from_session(self, tile=tile, halo=halo)
 
     def segment_everything(
@@ -156,49 +167,42 @@ class Segmenter(Session):
         *,
         planes: tuple[int, int] | None = None,
         axis: int = 0,
-        settings: Any = None,
+        settings: AutoSettings | None = None,
         link: bool = True,
         link_iou: float = 0.3,
         tile: int | None = None,
         halo: int | None = None,
         progress: Any = None,
         cancel: Any = None,
-    ) -> Any:
+    ) -> AutoResult:
         """SAM/SAM2 automatic segmentation of every plane into the labels store.
 
         Objects are linked across planes by overlap (``link``); ``tile`` splits large planes
-        into tiles of that size with a ``halo``. See :func:`napari_segany.auto.auto_segment`.
+        into tiles of that size with a ``halo``. See :meth:`Session.auto_segment`.
         """
-        from .auto import auto_segment
-
-        return auto_segment(self, planes=planes, axis=axis, settings=settings, link=link,
+        return self.auto_segment(planes=planes, axis=axis, settings=settings, link=link,
                             link_iou=link_iou, tiled=self._tiled(tile, halo),
                             progress=progress, cancel=cancel)
 
-    def segment_boxes(
+    def segment_boxes(  # type: ignore[override]
         self,
         boxes: Any,
         *,
-        plane: Any = None,
-        classes: Any = None,
         tile: int | None = None,
         halo: int | None = None,
-        chunk_size: int = 64,
-        overlap: str = "score",
-        progress: Any = None,
-        cancel: Any = None,
-    ) -> Any:
+        **options: Any,
+    ) -> BoxesResult:
         """Boxes (an ``(N, 4)`` array, a CSV/JSON path or a BoxTable) to one object each.
 
-        See :func:`napari_segany.boxes.segment_boxes`.
+        ``tile`` splits large planes into tiles of that size with a ``halo``; the other
+        options are those of :meth:`Session.segment_boxes` (``plane``, ``classes``, ``ids``,
+        ``chunk_size``, ``overlap``, ``multimask``, ``progress``, ``cancel``, ``tiled``).
         """
-        from .boxes import read_boxes, segment_boxes
-
         if isinstance(boxes, (str, os.PathLike)):
             boxes = read_boxes(boxes)
-        return segment_boxes(self, boxes, plane=plane, classes=classes,
-                             tiled=self._tiled(tile, halo), chunk_size=chunk_size,
-                             overlap=overlap, progress=progress, cancel=cancel)
+        if tile is not None:
+            options["tiled"] = self._tiled(tile, halo)
+        return super().segment_boxes(boxes, **options)
 
     # -- results --------------------------------------------------------------------------------
     @property
@@ -212,8 +216,6 @@ class Segmenter(Session):
 
     def overlay(self, plane: tuple[int, ...] | int | None = None) -> np.ndarray:
         """``(H, W, 3)`` uint8 figure: the plane with its labels and the last masks."""
-        from .overlay import render_overlay
-
         key = self.check_plane(plane)
         labels = self._require_labels().read_plane(key).copy()
         top = int(labels.max()) + 1
@@ -239,8 +241,6 @@ class Segmenter(Session):
 
     def export(self, path: str | os.PathLike, *, format: str | None = None, **kw: Any) -> Path:
         """Write the labels as TIFF, NIfTI, zarr, RLE text or COCO JSON (see exports)."""
-        from .exports import export_labels
-
         if self.source is not None and self.source.affine is not None:
             kw.setdefault("affine", self.source.affine)
         return export_labels(self._require_labels(), path, format=format, **kw)

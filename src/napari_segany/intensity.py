@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IntensityError", "Normalizer", "CT_WINDOWS"]
+from .errors import IntensityError
+
+__all__ = ["IntensityError", "Normalizer", "CT_WINDOWS", "normalizer_from_options"]
 
 #: Named CT windows, ``(low, high)`` in Hounsfield units.
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -38,10 +40,6 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 
 _MODES = ("identity", "percentile", "window")
 _KINDS = {"b": "bool", "u": "unsigned int", "i": "int", "f": "float"}
-
-
-class IntensityError(ValueError):
-    """Image data that cannot be mapped to SAM's uint8 RGB input, or bad options."""
 
 
 def _check_dtype(dtype: Any, what: str) -> np.dtype:
@@ -381,3 +379,48 @@ class Normalizer:
                 f"normalizer dict is missing keys {missing}; expected {list(keys)}.")
         chans = None if d["channels"] is None else tuple(d["channels"])
         return cls(d["mode"], tuple(d["low"]), tuple(d["high"]), d["channel_axis"], chans)
+
+
+def normalizer_from_options(
+    data: Any,
+    *,
+    rgb: bool = False,
+    channels_moved: bool = False,
+    window: str | tuple[float, float] | None = None,
+    percentiles: tuple[float, float] | None = None,
+    channels: tuple[int, ...] | None = None,
+) -> Normalizer:
+    """The mapping users choose with ``window`` / ``percentiles`` / ``channels``.
+
+    The API, the command line and the widget call this with the options they took.
+
+    Parameters
+    ----------
+    data : array-like
+        The image, channels last when ``rgb`` or ``channels_moved``.
+    rgb : bool
+        The last axis holds RGB(A) channels.
+    channels_moved : bool
+        The last axis holds channels moved there from another axis (any number of them,
+        see :func:`napari_segany.io.channels_last`).
+    window : str or (low, high), optional
+        A fixed window (a name of :data:`CT_WINDOWS` or two numbers).
+    percentiles : (low, high), optional
+        Percentiles mapped to black and white (default of :meth:`Normalizer.fit`).
+    channels : tuple of int, optional
+        Up to 3 channels that become R, G, B.
+    """
+    if window is not None and percentiles is not None:
+        raise IntensityError("give a window or percentiles, not both")
+    kw: dict[str, Any] = {}
+    if window is not None:
+        kw = {"mode": "window", "window": window if isinstance(window, str) else tuple(window)}
+    elif percentiles is not None:
+        kw = {"mode": "percentile", "percentiles": tuple(float(v) for v in percentiles)}
+    if channels is not None:
+        kw["channels"] = tuple(int(c) for c in channels)
+    if channels_moved:
+        kw["channel_axis"] = -1
+    else:
+        kw["rgb"] = bool(rgb)
+    return Normalizer.fit(data, **kw)

@@ -1,31 +1,42 @@
-"""A segmentation session: one image, one model, its embeddings, one labels store, undo.
+"""The hub: one image, one model, its embeddings, one labels store, and undo.
 
-The napari widget, the notebook API and the command line all drive this object; it never
-imports napari or Qt.
+The napari widget, the notebook API and the command line all drive a :class:`Session`:
+interactive segmentation on a plane (:meth:`Session.segment`), committing a mask
+(:meth:`Session.commit`, :meth:`Session.undo`, :meth:`Session.redo`), propagation through a
+stack (:meth:`Session.propagate`), automatic segmentation (:meth:`Session.auto_segment`)
+and boxes to masks (:meth:`Session.segment_boxes`). The algorithms compute; the session
+writes what they yield into its labels store. It never imports napari or Qt.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._planes import PlaneKey, check_axis, check_plane, check_range, plane_order
+from ._progress import Cancel, Progress
+from .auto import AutoResult, AutoSettings, PlaneLinker, auto_plane, auto_planes
+from .auto.planes import batches_per_plane
+from .boxes import OVERLAP_POLICIES, BoxesResult, BoxTable, box_planes
+from .engine.base import Backend, Embedding
+from .errors import BoxError, Cancelled
 from .intensity import Normalizer
-from .labels import LabelsStore
-from .prompts import ObjectPrompt, PromptSet
+from .prompts import ObjectPrompt, PromptSet, check_in_plane
+from .propagate import SliceSettings, propagate_sam2, propagate_slicewise
+from .storage.cache import EmbeddingCache
+from .storage.embeddings import PlaneEmbeddings
+from .storage.labels import LabelsStore
+from .tiling import TiledEmbeddings
 
 __all__ = ["Session", "Segmentation"]
 
 
 def _settings_json(settings: Any) -> Any:
-    from dataclasses import asdict, is_dataclass
-
     if settings is None:
         return None
     if is_dataclass(settings):
@@ -62,7 +73,7 @@ class Session:
     labels : str, path or LabelsStore, optional
         Where committed objects are written; created (or reopened) with the image's shape.
     cache : str or path, optional
-        An on-disk embedding cache (:class:`~napari_segany.cache.EmbeddingCache`): plane
+        An on-disk embedding cache (:class:`~napari_segany.storage.EmbeddingCache`): plane
         embeddings are computed once and reused by interactive prompting, propagation and
         later sessions. A cache made for other data, model or normalisation is refused.
     max_cached_embeddings : int
@@ -74,7 +85,7 @@ class Session:
     def __init__(
         self,
         image: Any,
-        backend: Any,
+        backend: Backend,
         *,
         normalizer: Normalizer | None = None,
         rgb: bool = False,
@@ -97,21 +108,18 @@ class Session:
         self.shape = shape
         self.backend = backend
         self.normalizer = normalizer or Normalizer.fit(image, rgb=rgb)
-        self._embeddings: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self._max_cached = max(1, int(max_cached_embeddings))
         self._undo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
         self._redo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
         self._history = int(history)
-        self.embeddings_computed = 0
-        self.cache = None
+        self.cache: EmbeddingCache | None = None
         new_cache = None
         if cache is not None:  # first: a refused cache must leave the labels store untouched
-            from .cache import EmbeddingCache
-
             if not Path(cache).exists():
                 new_cache = Path(cache)
             self.cache = EmbeddingCache(cache, backend=backend, normalizer=self.normalizer,
                                         data=image, rgb=rgb)
+        self.planes = PlaneEmbeddings(image, backend, self.normalizer, rgb=self.rgb,
+                                      cache=self.cache, max_in_memory=max_cached_embeddings)
         self.labels: LabelsStore | None = None
         try:
             self._open_labels(labels, backend)
@@ -120,7 +128,7 @@ class Session:
                 shutil.rmtree(new_cache, ignore_errors=True)
             raise
 
-    def _open_labels(self, labels: Any, backend: Any) -> None:
+    def _open_labels(self, labels: Any, backend: Backend) -> None:
         if labels is not None:
             self.labels = (
                 labels if isinstance(labels, LabelsStore)
@@ -139,21 +147,18 @@ class Session:
         """Shape of the leading (plane-indexing) axes; ``()`` for a 2D image."""
         return self.shape[:-2]
 
-    def check_plane(self, plane: tuple[int, ...] | int | None) -> tuple[int, ...]:
-        key = () if plane is None else ((plane,) if np.isscalar(plane) else tuple(plane))
-        lead = self.plane_keys_shape
-        if len(key) != len(lead) or any(
-                not 0 <= int(k) < n for k, n in zip(key, lead, strict=True)):
-            raise ValueError(
-                f"plane {key} does not exist: the image has {len(lead)} leading axes of sizes "
-                f"{lead} (plane index {'() for a 2D image' if not lead else 'out of range'})"
-            )
-        return tuple(int(k) for k in key)
+    @property
+    def embeddings_computed(self) -> int:
+        """Plane embeddings the backend computed for this session (not read from disk)."""
+        return self.planes.lru.stats["computed"]
+
+    def check_plane(self, plane: tuple[int, ...] | int | None) -> PlaneKey:
+        """The key of an existing plane (``()`` for a 2D image); ValueError otherwise."""
+        return check_plane(plane, self.plane_keys_shape)
 
     def plane_rgb(self, plane: tuple[int, ...] | int | None = None) -> np.ndarray:
         """The ``(H, W, 3)`` uint8 plane the model sees."""
-        key = self.check_plane(plane)
-        return self.normalizer(np.asarray(self.image[key]))
+        return self.planes.plane_rgb(plane)
 
     def has_embedding(self, plane: tuple[int, ...] | int | None = None) -> bool:
         """True when the plane's embedding is ready without running the image encoder.
@@ -161,34 +166,19 @@ class Session:
         That is, it is held in memory or stored in the on-disk cache: :meth:`embedding`
         (and so :meth:`segment`) then returns at once, e.g. on the GUI thread.
         """
-        key = self.check_plane(plane)
-        return key in self._embeddings or (self.cache is not None and self.cache.has(key))
+        return self.planes.has_embedding(plane)
 
-    def embedding(self, plane: tuple[int, ...] | int | None = None) -> Any:
+    def embedding(self, plane: tuple[int, ...] | int | None = None) -> Embedding:
         """The plane's embedding, computed once and kept (LRU) in memory."""
-        key = self.check_plane(plane)
-        if key in self._embeddings:
-            self._embeddings.move_to_end(key)
-            return self._embeddings[key]
-        if self.cache is not None:
-            before = self.cache.stats["computed"]
-            emb = self.cache.get(key)
-            self.embeddings_computed += self.cache.stats["computed"] - before
-        else:
-            emb = self.backend.embed(self.plane_rgb(key))
-            self.embeddings_computed += 1
-        self._embeddings[key] = emb
-        while len(self._embeddings) > self._max_cached:
-            self._embeddings.popitem(last=False)
-        return emb
+        return self.planes.embedding(plane)
 
     def precompute(
         self,
         planes: Any = None,
         *,
         batch_size: int = 1,
-        progress: Callable[[int, int], None] | None = None,
-        cancel: Any = None,
+        progress: Progress = None,
+        cancel: Cancel = None,
     ) -> int:
         """Embed every plane (or ``planes``) into the on-disk cache; returns how many now.
 
@@ -287,8 +277,8 @@ class Session:
         planes: tuple[int, int] | None = None,
         direction: str = "both",
         settings: Any = None,
-        cancel: Callable[[], bool] | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        cancel: Cancel = None,
+        progress: Progress = None,
     ) -> dict[int, list[tuple[int, ...]]]:
         """Propagate prompted objects through the stack and write them plane by plane.
 
@@ -298,8 +288,8 @@ class Session:
             Prompts on one or more planes for one or more objects.
         method : {"slice", "sam2"}
             ``"slice"``: slice-wise prediction with any backend, each plane prompted by the
-            previous plane's mask (see :mod:`napari_segany.propagate`). ``"sam2"``: SAM2
-            memory tracking (SAM2 models only, see :mod:`napari_segany.propagate_sam2`).
+            previous plane's mask (see :mod:`napari_segany.propagate.slicewise`). ``"sam2"``: SAM2
+            memory tracking (SAM2 models only, see :mod:`napari_segany.propagate.sam2`).
         axis : int
             Leading axis to propagate along (e.g. 0 for z in (z, y, x), or for t in (t, z,
             y, x); 1 for z there).
@@ -331,8 +321,6 @@ class Session:
             raise ValueError("propagation needs a volume or stack; this image is 2D")
         self._check_prompts(prompts)
         if method == "slice":
-            from .propagate import SliceSettings, propagate_slicewise
-
             settings = settings or SliceSettings()
             results = propagate_slicewise(
                 self.embedding, self.backend, prompts, lead_shape=lead, axis=axis,
@@ -340,8 +328,6 @@ class Session:
                 cancel=cancel,
             )
         elif method == "sam2":
-            from .propagate_sam2 import propagate_sam2
-
             results = propagate_sam2(
                 self.embedding, self.backend, prompts, lead_shape=lead,
                 plane_shape=self.shape[-2:], axis=axis, planes=planes, direction=direction,
@@ -349,10 +335,10 @@ class Session:
             )
         else:
             raise ValueError(f"method must be 'slice' or 'sam2', not {method!r}")
-        axis_n = lead[axis % len(lead)]
-        span = (planes[1] - planes[0]) if planes else axis_n
-        n_groups = len({k[:axis % len(lead)] + k[axis % len(lead) + 1:] for k in prompts.planes()})
-        total = max(1, span * n_groups)
+        ax = check_axis(axis, lead)
+        lo, hi = check_range(planes, lead[ax])
+        n_groups = len({k[:ax] + k[ax + 1:] for k in prompts.planes()})
+        total = max(1, (hi - lo) * n_groups)
         provenance = {
             "prompts": prompts.to_dict(include_masks=False),
             "propagation": {"method": method, "axis": axis, "planes": planes,
@@ -377,30 +363,191 @@ class Session:
         """Refuse prompts on missing planes or off the image before anything is written."""
         if not isinstance(prompts, PromptSet):
             return  # the propagators raise their own TypeError
-        h, w = self.shape[-2:]
         for key, objects in prompts.items():
             try:
                 self.check_plane(key)
             except ValueError as exc:
                 raise ValueError(f"prompts of objects {sorted(objects)}: {exc}") from None
             for oid, p in objects.items():
-                pts = np.asarray(p.points, dtype=np.float64).reshape(-1, 2)
-                bad = (pts[:, 0] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] < -0.5) | (
-                    pts[:, 1] > h - 0.5)
-                if bad.any():
-                    x, y = pts[np.argmax(bad)]
-                    raise ValueError(f"object {oid} on plane {key}: point (x={x:g}, y={y:g}) "
-                                     f"lies outside the {w}x{h} (WxH) plane")
-                if p.box is not None:
-                    x0, y0, x1, y1 = np.asarray(p.box, dtype=np.float64).reshape(4)
-                    if x1 <= x0 or y1 <= y0:
-                        raise ValueError(f"object {oid} on plane {key}: box "
-                                         f"{[x0, y0, x1, y1]} is empty (need x1 > x0, y1 > y0)")
-                    if x0 > w - 0.5 or y0 > h - 0.5 or x1 < -0.5 or y1 < -0.5:
-                        raise ValueError(f"object {oid} on plane {key}: box "
-                                         f"{[x0, y0, x1, y1]} lies outside the {w}x{h} (WxH) "
-                                         "plane")
+                check_in_plane(p, self.shape[-2:], f"object {oid} on plane {key}")
 
     def new_object_id(self) -> int:
         """A fresh object id (one above every id committed so far)."""
         return self._require_labels().next_object_id()
+
+    # -- automatic segmentation -------------------------------------------------------------------
+    def auto_plane(
+        self,
+        plane: tuple[int, ...] | int | None = None,
+        *,
+        settings: AutoSettings | None = None,
+        tiled: TiledEmbeddings | None = None,
+        progress: Progress = None,
+        cancel: Cancel = None,
+    ) -> np.ndarray:
+        """Instance labels of everything on one plane (nothing is written; for previews)."""
+        return auto_plane(self, plane, settings=settings, tiled=tiled, progress=progress,
+                          cancel=cancel)
+
+    def auto_segment(
+        self,
+        *,
+        planes: tuple[int, int] | None = None,
+        plane: tuple[int, ...] | int | None = None,
+        axis: int = 0,
+        settings: AutoSettings | None = None,
+        link: bool = True,
+        link_iou: float = 0.3,
+        tiled: TiledEmbeddings | None = None,
+        progress: Progress = None,
+        cancel: Cancel = None,
+    ) -> AutoResult:
+        """Segment everything on every plane (or some) and write the labels store.
+
+        Parameters
+        ----------
+        planes : (start, stop), optional
+            Only planes ``start <= i < stop`` along ``axis``.
+        plane : plane key, optional
+            Only this one plane (instead of ``planes``).
+        axis : int
+            Leading axis along which objects are linked (z of (z, y, x), t of (t, y, x)).
+        settings : AutoSettings
+        link : bool
+            Link objects across consecutive planes (else every plane's objects get new ids).
+        link_iou : float
+            Minimum IoU for two objects on consecutive planes to be one object.
+        tiled : TiledEmbeddings, optional
+            Segment tile by tile (large planes).
+        progress : callable, optional
+            ``progress(done, total)`` in batches of point prompts over all planes.
+        cancel : threading.Event or callable, optional
+            Checked before each batch; the plane in progress is then not written.
+
+        Returns
+        -------
+        AutoResult
+            Planes written (in order), ids of the new objects, whether it was cancelled.
+
+        Notes
+        -----
+        Pixels already labelled in the store keep their object; new objects get ids above
+        every id in use (see :mod:`napari_segany.auto` for the overlap and linking rules).
+        """
+        store = self._require_labels()
+        s = settings or AutoSettings()
+        if plane is not None:
+            if planes is not None:
+                raise ValueError("give plane= or planes=, not both")
+            keys = [self.check_plane(plane)]
+        else:
+            keys = plane_order(self.plane_keys_shape, planes, axis)
+        batches_per_plane(self.backend, s, tiled)  # refuses bad settings before any write
+        store.update_provenance(auto={"settings": s.to_dict(), "axis": axis, "planes": planes,
+                                      "link": bool(link), "link_iou": float(link_iou),
+                                      "tiling": tiled.tiling if tiled is not None else None})
+        linker = PlaneLinker(min_iou=float(link_iou), next_id=store.next_object_id())
+        ax = axis % len(keys[0]) if keys and keys[0] else 0
+        written: list[tuple[int, ...]] = []
+        new_ids: list[int] = []
+        seen: set[int] = set()
+        results = auto_planes(self, keys, settings=s, tiled=tiled, progress=progress,
+                              cancel=cancel)
+        try:
+            for n, (key, labels) in enumerate(results):
+                existing = store.read_plane(key)
+                linker.next_id = max(linker.next_id, int(existing.max()) + 1)
+                group = key[:ax] + key[ax + 1:] if link else n
+                linked = linker(labels, group)
+                fresh = [int(i) for i in np.unique(linked[existing == 0])
+                         if i and int(i) not in seen]
+                seen.update(fresh)
+                store.merge_plane(key, linked)
+                if fresh:
+                    store.set_objects({i: {"source": "auto"} for i in fresh})
+                    new_ids += fresh
+                written.append(key)
+        except Cancelled:
+            return AutoResult(written, new_ids, cancelled=True)
+        return AutoResult(written, new_ids)
+
+    # -- boxes ------------------------------------------------------------------------------------
+    def segment_boxes(
+        self,
+        boxes: BoxTable | Any,
+        *,
+        plane: Any = None,
+        classes: Any = None,
+        ids: Any = None,
+        tiled: TiledEmbeddings | None = None,
+        chunk_size: int = 64,
+        overlap: str = "score",
+        multimask: bool = False,
+        progress: Progress = None,
+        cancel: Cancel = None,
+    ) -> BoxesResult:
+        """Segment boxes on one or many planes and write them into the labels store.
+
+        Parameters
+        ----------
+        boxes : BoxTable or array-like
+            A table (:func:`~napari_segany.boxes.read_boxes`,
+            :func:`~napari_segany.boxes.boxes_from_shapes`, :meth:`BoxTable.from_array`)
+            or an ``(N, 4)`` XYXY array, with ``plane``/``classes``/``ids`` then applying to it.
+        tiled : TiledEmbeddings, optional
+            Route boxes to the tiles of large planes.
+        chunk_size : int
+            Boxes (or box pieces) per decoder call.
+        overlap : {"score", "order"}
+            Who gets a pixel claimed by several boxes (see :mod:`napari_segany.boxes`).
+        multimask : bool
+        progress : callable, optional
+            ``progress(done, total)`` in boxes (pieces of boxes split over tiles count apart).
+        cancel : threading.Event or callable, optional
+            Checked before each decoder call; the plane in progress is then not written.
+
+        Returns
+        -------
+        BoxesResult
+        """
+        store = self._require_labels()
+        if overlap not in OVERLAP_POLICIES:
+            raise BoxError(f"overlap must be one of {OVERLAP_POLICIES}, not {overlap!r}")
+        if not isinstance(boxes, BoxTable):
+            boxes = BoxTable.from_array(boxes, planes=plane, classes=classes, ids=ids)
+        elif plane is not None or classes is not None or ids is not None:
+            raise BoxError("plane=, classes= and ids= apply to an array of boxes; a BoxTable "
+                           "carries its own")
+        table = boxes.validated(self.shape)
+        n = len(table)
+        if tiled is not None and tuple(tiled.plane_shape) != tuple(self.shape[-2:]):
+            raise ValueError("the tiled embeddings belong to an image of another shape")
+        explicit = table.ids[table.ids > 0]
+        first = max(store.next_object_id(), int(explicit.max()) + 1 if explicit.size else 1)
+        id_arr = table.ids.copy()
+        id_arr[id_arr == 0] = first + np.arange(int((id_arr == 0).sum()))
+        results = box_planes(self, table, id_arr, tiled=tiled, chunk_size=chunk_size,
+                             overlap=overlap, multimask=multimask, progress=progress,
+                             cancel=cancel)
+        store.update_provenance(boxes={"source": table.source, "n_boxes": n, "overlap": overlap,
+                                       "multimask": bool(multimask),
+                                       "tiling": None if tiled is None else tiled.tiling})
+        scores = np.full(n, np.nan, np.float32)
+        areas = np.zeros(n, np.int64)
+        written: list[tuple[int, ...]] = []
+        try:
+            for key, rows, labels, row_scores in results:
+                scores[rows] = row_scores
+                plane_labels = store.merge_plane(key, labels)
+                counts = np.bincount(plane_labels.ravel(), minlength=int(id_arr.max()) + 1)
+                areas[rows] = counts[id_arr[rows]]
+                infos: dict[int, dict[str, Any]] = {}
+                for r in rows:
+                    info = infos.setdefault(int(id_arr[r]), {"source": "boxes"})
+                    if table.classes[r] is not None:
+                        info["class_name"] = table.classes[r]
+                store.set_objects(infos)
+                written.append(key)
+        except Cancelled:
+            return BoxesResult(id_arr, scores, areas, written, cancelled=True)
+        return BoxesResult(id_arr, scores, areas, written)

@@ -481,3 +481,11 @@ def test_download_http_error(clean_registry, server, tmp_path):
                              sha256="0" * 64))
     with pytest.raises(DownloadError, match="404"):
         load_model("missing_tiny", cache_dir=tmp_path / "cache", device="cpu")
+
+
+def test_checkpoint_without_a_model_name_takes_the_files_architecture(sam_seed3_file):
+    """``load_model(checkpoint=F)`` (API) and ``--checkpoint F`` (CLI) mean the same."""
+    with pytest.raises(ValueError, match="arch="):  # the tiny test architecture is not inferable
+        load_model(checkpoint=sam_seed3_file, device="cpu")
+    with pytest.raises(CheckpointError, match="'vit_b'"):
+        load_model(checkpoint=sam_seed3_file, arch="vit_b", device="cpu")

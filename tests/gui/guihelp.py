@@ -10,7 +10,7 @@ WIDGET = ("napari-segany", "Segment Anything")
 
 def wait_idle(widget, qtbot, timeout: int = 30_000) -> None:
     """Until no job runs and no preview refresh is queued."""
-    qtbot.waitUntil(lambda: not widget.jobs.busy and not widget._queued, timeout=timeout)
+    qtbot.waitUntil(lambda: widget.idle, timeout=timeout)
 
 
 def start(widget, qtbot, *, model: str = "rule_test", random: bool = True,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from guihelp import iou, start, wait_idle
 
-from napari_segany.labels import LabelsStore
 from napari_segany.samples import load_sample
+from napari_segany.storage import LabelsStore
 
 
 def test_segment_everything_current_plane_keeps_commits(viewer_widget, qtbot, rule_model):

@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 from guihelp import start, wait_idle
 
-from napari_segany.cache import EmbeddingCache
 from napari_segany.intensity import Normalizer
-from napari_segany.labels import LabelsStore
+from napari_segany.storage import EmbeddingCache, LabelsStore
 from rule_backend import RuleBackend
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from guihelp import WIDGET, iou, rule_mask, start, wait_idle
 
-from napari_segany.labels import LabelsStore
 from napari_segany.samples import load_sample
+from napari_segany.storage import LabelsStore
 
 
 def _store(widget) -> LabelsStore:
@@ -204,7 +204,8 @@ def test_actions_before_start_explain_what_to_do(viewer_widget, qtbot, what):
 
     _viewer, widget = viewer_widget
     before = len(notification_manager.records)
-    getattr(widget, what)()
+    part = widget.prompting if what == "commit" else widget.long_jobs
+    getattr(part, what)()
     assert "Press Start first" in str(notification_manager.records[before].message)
 
 

@@ -7,10 +7,10 @@ import threading
 import numpy as np
 from guihelp import iou, rule_mask, start, wait_idle
 
-from napari_segany.labels import LabelsStore
 from napari_segany.prompts import ObjectPrompt, PromptSet
 from napari_segany.samples import load_sample
 from napari_segany.session import Session
+from napari_segany.storage import LabelsStore
 from rule_backend import RuleBackend
 
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_segany import _napari_io as nio
-from napari_segany.labels import LabelsStore
+from napari_segany._napari import reader as nio_reader
+from napari_segany._napari import writer as nio_writer
 from napari_segany.session import Session
+from napari_segany.storage import LabelsStore
 
-MANIFEST = Path(nio.__file__).with_name("napari.yaml")
+MANIFEST = Path(nio_reader.__file__).parents[1] / "napari.yaml"
 
 
 # ---------------------------------------------------------------------------------- manifest
@@ -55,25 +56,25 @@ def _store(tmp_path: Path, shape=(5, 16, 20)) -> LabelsStore:
 def test_reader_opens_labels_stores_lazily(tmp_path):
     _store(tmp_path)
     path = str(tmp_path / "seg.zarr")
-    reader = nio.get_reader(path)
-    assert reader is nio.read_labels_store
+    reader = nio_reader.get_reader(path)
+    assert reader is nio_reader.read_labels_store
     [(data, kwargs, kind)] = reader(path)
     assert kind == "labels" and isinstance(data, zarr.Array)  # not loaded into memory
     assert data.shape == (5, 16, 20) and int(np.asarray(data[2]).max()) == 7
     assert kwargs["name"] == "seg"
     assert kwargs["scale"] == [3.0, 0.5, 0.5] and kwargs["translate"] == [1.0, 2.0, 3.0]
     assert kwargs["metadata"]["napari_segany"]["objects"]["7"] == {"class_name": "cell"}
-    assert nio.get_reader([path]) is nio.read_labels_store
+    assert nio_reader.get_reader([path]) is nio_reader.read_labels_store
 
 
 def test_reader_declines_what_it_does_not_handle(tmp_path):
     other = zarr.create_array(store=str(tmp_path / "plain.zarr"), shape=(4, 4), dtype="u1")
     assert other is not None
-    assert nio.get_reader(str(tmp_path / "plain.zarr")) is None  # napari's own reader
+    assert nio_reader.get_reader(str(tmp_path / "plain.zarr")) is None  # napari's own reader
     (tmp_path / "notes.txt").write_text("x")
-    assert nio.get_reader(str(tmp_path / "notes.txt")) is None
-    assert nio.get_reader(str(tmp_path / "missing.tif")) is None
-    assert nio.get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) is None
+    assert nio_reader.get_reader(str(tmp_path / "notes.txt")) is None
+    assert nio_reader.get_reader(str(tmp_path / "missing.tif")) is None
+    assert nio_reader.get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) is None
 
 
 def test_reader_tiff_with_imagej_spacing(tmp_path, monkeypatch):
@@ -84,9 +85,9 @@ def test_reader_tiff_with_imagej_spacing(tmp_path, monkeypatch):
     path = tmp_path / "vol.tif"
     tifffile.imwrite(path, vol, imagej=True, resolution=(1 / 0.25, 1 / 0.5),
                      metadata={"spacing": 2.0, "unit": "um", "axes": "ZYX"})
-    monkeypatch.setattr(io, "IN_MEMORY_MAX_BYTES", 100)  # force the lazy path
-    reader = nio.get_reader(str(path))
-    assert reader is nio.read_tiff
+    monkeypatch.setattr(io.read, "IN_MEMORY_MAX_BYTES", 100)  # force the lazy path
+    reader = nio_reader.get_reader(str(path))
+    assert reader is nio_reader.read_tiff
     [(data, kwargs, kind)] = reader(str(path))
     assert kind == "image" and not isinstance(data, np.ndarray)
     assert np.array_equal(np.asarray(data[2]), vol[2])
@@ -98,7 +99,8 @@ def test_reader_rgb_tiff_without_metadata(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     rgb = np.zeros((8, 9, 3), np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tiff", rgb, photometric="rgb")
-    [(data, kwargs, kind)] = nio.get_reader(str(tmp_path / "rgb.tiff"))(str(tmp_path / "rgb.tiff"))
+    path = str(tmp_path / "rgb.tiff")
+    [(data, kwargs, kind)] = nio_reader.get_reader(path)(path)
     assert kwargs["rgb"] is True and "scale" not in kwargs and data.shape == (8, 9, 3)
 
 
@@ -106,7 +108,7 @@ def test_reader_rgb_tiff_without_metadata(tmp_path):
 def test_reader_layer_name_drops_the_whole_extension(tmp_path, name):
     tifffile = pytest.importorskip("tifffile")
     tifffile.imwrite(tmp_path / name, np.zeros((3, 8, 9), np.uint16), photometric="minisblack")
-    [(_data, kwargs, _kind)] = nio.get_reader(str(tmp_path / name))(str(tmp_path / name))
+    [(_data, kwargs, _kind)] = nio_reader.get_reader(str(tmp_path / name))(str(tmp_path / name))
     assert kwargs["name"] == "cells"
 
 
@@ -117,8 +119,8 @@ def test_reader_nifti_scale_from_voxel_spacing(tmp_path, name):
     img = nib.Nifti1Image(xyz, np.diag([0.8, 0.9, 2.5, 1.0]))
     img.header.set_zooms((0.8, 0.9, 2.5))
     nib.save(img, tmp_path / name)
-    reader = nio.get_reader(str(tmp_path / name))
-    assert reader is nio.read_nifti
+    reader = nio_reader.get_reader(str(tmp_path / name))
+    assert reader is nio_reader.read_nifti
     [(data, kwargs, kind)] = reader(str(tmp_path / name))
     assert kind == "image" and data.shape == (5, 7, 6)  # (z, y, x)
     assert np.array_equal(data, xyz.T)
@@ -139,7 +141,7 @@ def test_writer_zarr_round_trip(tmp_path):
     data = _labels()
     meta = {"name": "cells", "scale": (2.0, 1.0, 0.5), "translate": (0, 1, 2)}
     out = tmp_path / "cells.zarr"
-    assert nio.write_labels(str(out), data, meta) == [str(out)]
+    assert nio_writer.write_labels(str(out), data, meta) == [str(out)]
     store = LabelsStore.open(out, mode="r")
     assert np.array_equal(np.asarray(store.array[:]), data)
     prov = store.provenance
@@ -147,7 +149,7 @@ def test_writer_zarr_round_trip(tmp_path):
     assert prov["planes"] == [[0], [2]]  # empty planes are not written
     assert prov["layer"]["scale"] == [2.0, 1.0, 0.5]
     # it reads back as a labels layer with the same geometry
-    [(_, kwargs, _kind)] = nio.read_labels_store(str(out))
+    [(_, kwargs, _kind)] = nio_reader.read_labels_store(str(out))
     assert kwargs["scale"] == [2.0, 1.0, 0.5] and kwargs["translate"] == [0.0, 1.0, 2.0]
     assert [p.name for p in tmp_path.iterdir()] == ["cells.zarr"]  # no leftovers
 
@@ -157,9 +159,9 @@ def test_writer_zarr_replaces_a_store_and_reads_lazy_input(tmp_path):
     _store(tmp_path)
     source = LabelsStore.open(out, mode="r").array  # writing a store onto itself
     expected = np.asarray(source[:])
-    nio.write_labels(str(out), source, {"name": "seg"})
+    nio_writer.write_labels(str(out), source, {"name": "seg"})
     assert np.array_equal(np.asarray(LabelsStore.open(out).array[:]), expected)
-    nio.write_labels(str(out), _labels((5, 16, 20)), {"name": "seg"})
+    nio_writer.write_labels(str(out), _labels((5, 16, 20)), {"name": "seg"})
     assert int(np.asarray(LabelsStore.open(out).array[:]).max()) == 9
 
 
@@ -168,40 +170,40 @@ def test_writer_never_damages_existing_data(tmp_path):
     plain.mkdir()
     (plain / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a napari-segany labels store"):
-        nio.write_labels(str(plain), _labels(), {})
+        nio_writer.write_labels(str(plain), _labels(), {})
     assert (plain / "keep.txt").read_text() == "mine"
     _store(tmp_path)
     before = np.asarray(LabelsStore.open(tmp_path / "seg.zarr").array[:])
     bad = _labels((5, 16, 20))
     bad[4, 0, 0] = -1
     with pytest.raises(ValueError, match="outside"):
-        nio.write_labels(str(tmp_path / "seg.zarr"), bad, {})
+        nio_writer.write_labels(str(tmp_path / "seg.zarr"), bad, {})
     assert np.array_equal(np.asarray(LabelsStore.open(tmp_path / "seg.zarr").array[:]), before)
     with pytest.raises(ValueError, match="outside"):
-        nio.write_labels(str(tmp_path / "bad.tif"), bad, {})
+        nio_writer.write_labels(str(tmp_path / "bad.tif"), bad, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.zarr", "seg.zarr"]
     with pytest.raises(ValueError, match="use a .zarr or .tif"):
-        nio.write_labels(str(tmp_path / "x.png"), _labels(), {})
+        nio_writer.write_labels(str(tmp_path / "x.png"), _labels(), {})
 
 
 def test_writer_tiff_round_trip(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     data = _labels().astype(np.uint16)
     out = tmp_path / "cells.tif"
-    nio.write_labels(str(out), data, {"scale": [2.0, 1.0, 0.5]})
+    nio_writer.write_labels(str(out), data, {"scale": [2.0, 1.0, 0.5]})
     back = tifffile.imread(out)
     assert back.dtype == np.uint16 and np.array_equal(back, data)
-    [(img, kwargs, _)] = nio.read_tiff(str(out))
+    [(img, kwargs, _)] = nio_reader.read_tiff(str(out))
     assert kwargs["scale"] == [2.0, 1.0, 0.5]
-    nio.write_labels(str(tmp_path / "wide.tiff"), _labels().astype(np.int64), {})
+    nio_writer.write_labels(str(tmp_path / "wide.tiff"), _labels().astype(np.int64), {})
     assert tifffile.imread(tmp_path / "wide.tiff").dtype == np.uint32
 
 
 def test_writer_tiff_streams_large_labels(tmp_path, monkeypatch):
     tifffile = pytest.importorskip("tifffile")
-    monkeypatch.setattr(nio, "_TIFF_IN_MEMORY", 10)
+    monkeypatch.setattr(nio_writer, "IN_MEMORY_MAX_BYTES", 10)
     data = _labels()
-    nio.write_labels(str(tmp_path / "big.tif"), data, {})
+    nio_writer.write_labels(str(tmp_path / "big.tif"), data, {})
     assert np.array_equal(tifffile.imread(tmp_path / "big.tif"), data)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import CacheMismatchError, CheckpointError, DownloadError, IntensityError
+
 _OFFLINE_HINT = ("In the widget you can also pick a checkpoint file with '…' next to the "
                  "model, or tick 'random weights (testing)' to try the widget without weights.")
 _CACHE_HINT = ("The widget keeps the embedding cache next to the output: choose another output "
@@ -24,10 +26,6 @@ def _shape_problem(name: str, shape: tuple[int, ...], rgb: bool) -> str | None:
 
 def _start_hint(exc: BaseException) -> str:
     """What the user can do in the widget about a failed Start ('' when nothing specific)."""
-    from ..cache import CacheMismatchError
-    from ..engine.weights import CheckpointError, DownloadError
-    from ..intensity import IntensityError
-
     for kind, hint in ((DownloadError, _OFFLINE_HINT), (CacheMismatchError, _CACHE_HINT),
                        (CheckpointError, _CHECKPOINT_HINT), (IntensityError, _INTENSITY_HINT)):
         if isinstance(exc, kind):

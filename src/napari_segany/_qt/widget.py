@@ -1,8 +1,10 @@
 """The dock widget: picks the image, model and output, and owns one core Session.
 
-It holds no segmentation logic: it turns layer events and button presses into
-:class:`napari_segany.session.Session` calls (see :mod:`._actions`) and runs long work in
-thread workers (see :mod:`.jobs`).
+It holds no segmentation logic. It is composed of parts that share one
+:class:`~.context.Context`: :class:`~._prompting.Prompting` (clicks to preview, commit,
+undo), :class:`~._long_jobs.LongJobs` (propagation, precompute, progress, cancel) and
+:class:`~._auto.AutoJobs` (segment everything, boxes to masks); each handler is one
+:class:`napari_segany.session.Session` call, long ones in thread workers (:mod:`.jobs`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from typing import Any
 
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-from .._napari_io import _stem
-from ..engine.registry import DEFAULT_MODEL, available_models
-from ._actions import Actions
-from ._auto import AutoActions, AutoPanel
+from ..engine.registry import DEFAULT_MODEL, available_models, load_model
+from ..io import file_stem
+from ..session import Session
+from ._auto import AutoJobs, AutoPanel
+from ._compat import avoid_llvm_clash
+from ._long_jobs import LongJobs
 from ._messages import _shape_problem, _start_hint
+from ._prompting import Prompting
+from .context import Context
 from .jobs import JobRunner
 from .layers import LayerSet
 from .panels import Controls
@@ -31,7 +37,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
 
 
-class SegmentAnythingWidget(Actions, AutoActions, QWidget):
+class SegmentAnythingWidget(QWidget):
     """Segment Anything in napari: Points/Shapes prompts -> zarr-backed Labels.
 
     Parameters
@@ -47,24 +53,50 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
         self.auto_ui = AutoPanel()
         self.ui.add_group(self.auto_ui.box, extra_busy=self.auto_ui.buttons)
         self.jobs = JobRunner(self)
-        self.session: Any = None
-        self.layers: LayerSet | None = None
-        self.preview: Any = None  # the Segmentation shown in the preview layer
+        self.ctx = Context(napari_viewer, self.ui, self.jobs)
+        self.prompting = Prompting(self.ctx)
+        self.long_jobs = LongJobs(self.ctx, self.prompting)
+        self.auto_jobs = AutoJobs(self.ctx, self.auto_ui)
         self._backend: Any = None
         self._backend_key: tuple | None = None
         self._temp_dir: str | None = None
         self._auto_output = True
-        self._pending = False
-        self._queued = False
-        self._shown_at = 0.0
         self.ui.model_combo.addItems(available_models())
         self.ui.model_combo.setCurrentText(DEFAULT_MODEL)
         self._connect()
         self._on_layers_changed()
 
+    # -- what the parts share ---------------------------------------------------------------------
+    @property
+    def session(self) -> Session | None:
+        """The core session Start made (None before Start)."""
+        return self.ctx.session
+
+    @property
+    def layers(self) -> LayerSet | None:
+        return self.ctx.layers
+
+    @property
+    def preview(self) -> Any:
+        """The Segmentation shown in the preview layer (what Commit writes)."""
+        return self.ctx.preview
+
+    @property
+    def idle(self) -> bool:
+        """No job runs and no preview refresh is queued (for scripts and tests)."""
+        return not self.jobs.busy and not self.prompting.queued
+
+    def toggle_positive(self) -> None:
+        """Key T: flip the selected points, else the polarity of new points."""
+        self.prompting.toggle_positive()
+
+    def new_object(self) -> None:
+        """Key N: a fresh object id."""
+        self.prompting.new_object()
+
     # -- wiring -------------------------------------------------------------------------------
     def _connect(self) -> None:
-        ui = self.ui
+        ui, p, lj, aj = self.ui, self.prompting, self.long_jobs, self.auto_jobs
         ui.start_btn.clicked.connect(self.start)
         ui.image_combo.currentTextChanged.connect(self._on_image_changed)
         ui.checkpoint_btn.clicked.connect(self._pick_checkpoint)
@@ -73,30 +105,30 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
         ui.mode_combo.currentTextChanged.connect(lambda _: ui.show_mode())
         ui.range_combo.currentTextChanged.connect(lambda _: ui.show_mode())
         ui.axis_combo.currentIndexChanged.connect(self._on_axis_changed)
-        ui.object_spin.valueChanged.connect(self._on_object_changed)
-        ui.positive_check.toggled.connect(self._on_positive_changed)
-        ui.new_btn.clicked.connect(self.new_object)
-        ui.commit_btn.clicked.connect(self.commit)
-        ui.undo_btn.clicked.connect(self.undo)
-        ui.redo_btn.clicked.connect(self.redo)
-        ui.clear_btn.clicked.connect(self.clear_prompts)
-        ui.propagate_btn.clicked.connect(self.propagate)
-        ui.precompute_btn.clicked.connect(self.precompute)
-        self.auto_ui.everything_btn.clicked.connect(self.segment_everything)
-        self.auto_ui.boxes_btn.clicked.connect(self.boxes_to_masks)
-        ui.cancel_btn.clicked.connect(self.cancel)
-        self.jobs.busy_changed.connect(self._on_busy)
-        self.jobs.progressed.connect(self._on_progress)
+        ui.object_spin.valueChanged.connect(p.on_object_changed)
+        ui.positive_check.toggled.connect(p.on_positive_changed)
+        ui.new_btn.clicked.connect(p.new_object)
+        ui.commit_btn.clicked.connect(p.commit)
+        ui.undo_btn.clicked.connect(p.undo)
+        ui.redo_btn.clicked.connect(p.redo)
+        ui.clear_btn.clicked.connect(p.clear_prompts)
+        ui.propagate_btn.clicked.connect(lj.propagate)
+        ui.precompute_btn.clicked.connect(lj.precompute)
+        self.auto_ui.everything_btn.clicked.connect(aj.segment_everything)
+        self.auto_ui.boxes_btn.clicked.connect(aj.boxes_to_masks)
+        ui.cancel_btn.clicked.connect(lj.cancel)
+        self.jobs.busy_changed.connect(lj.on_busy)
+        self.jobs.progressed.connect(lj.on_progress)
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
-        self.viewer.dims.events.current_step.connect(self._on_dims)
-        self.viewer.dims.events.order.connect(self._on_dims)
-        self.viewer.dims.events.ndisplay.connect(self._on_dims)
+        self.viewer.dims.events.current_step.connect(p.on_dims)
+        self.viewer.dims.events.order.connect(p.on_dims)
+        self.viewer.dims.events.ndisplay.connect(p.on_dims)
         ui.set_volume(0)
         ui.set_busy(False)
 
     def status(self, text: str) -> None:
-        self.ui.status_label.setText(text)
+        self.ctx.status(text)
 
     def image_layer(self) -> Any:
         """The image layer picked in the combo box (None when there is none)."""
@@ -140,7 +172,7 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
             p = Path(src)
             folder = p.parent
             if folder.is_dir() and _writable(folder):
-                return str(folder / f"{_safe(_stem(p))}_segany.zarr")
+                return str(folder / f"{_safe(file_stem(p))}_segany.zarr")
         if self._temp_dir is None:
             self._temp_dir = tempfile.mkdtemp(prefix="napari-segany-")
         return str(Path(self._temp_dir) / f"{_safe(image.name)}_labels.zarr")
@@ -162,28 +194,24 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
     # -- session ------------------------------------------------------------------------------
     def start(self) -> None:
         """Load the model (in a worker), open the output store, create the prompt layers."""
-        from ..engine.registry import load_model
-        from ..session import Session
-        from ._compat import avoid_llvm_clash
-
         if self.jobs.busy:
             return
         image = self.image_layer()
         if image is None:
-            return self._warn("No image layer: open an image or a sample (File > Open "
+            return self.ctx.warn("No image layer: open an image or a sample (File > Open "
                               "Sample > napari-segany), then pick it under 'image'.")
         data = image.data[0] if image.multiscale else image.data
         rgb = bool(image.rgb)
         problem = _shape_problem(image.name, tuple(data.shape), rgb)
         if problem:  # before loading a model: its errors (e.g. offline) would hide this one
-            return self._warn(problem)
+            return self.ctx.warn(problem)
         ui = self.ui
         model = ui.model_combo.currentText().strip() or DEFAULT_MODEL
         device, random = ui.device_combo.currentText(), ui.random_check.isChecked()
         out = ui.output_edit.text().strip() or self.default_output(image)
         ui.output_edit.setText(out)
         out_path = Path(out).expanduser()
-        cache = (out_path.with_name(_stem(out_path) + ".embeddings.zarr")
+        cache = (out_path.with_name(file_stem(out_path) + ".embeddings.zarr")
                  if ui.cache_check.isChecked() else None)
         key = (model, device, random)
         backend = self._backend if key == self._backend_key else None
@@ -209,19 +237,19 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
 
     def _start_failed(self, model: str, exc: BaseException) -> None:
         self.status(f"Could not start: {exc}")
-        self._error(f"Could not load model {model!r} or open the output: {exc}"
+        self.ctx.error(f"Could not load model {model!r} or open the output: {exc}"
                     f"{_start_hint(exc)}")
 
-    def _started(self, image: Any, key: tuple, session: Any) -> None:
+    def _started(self, image: Any, key: tuple, session: Session) -> None:
         if image not in self.viewer.layers:
             return self.status("The image layer was removed while loading; press Start.")
         self._backend_key, self._backend = key, session.backend
-        self.session = session
-        self.layers = layers = LayerSet(self.viewer, image, session.shape)
+        self.ctx.session = session
+        self.ctx.layers = layers = LayerSet(self.viewer, image, session.shape)
         store = session.labels
         layers.show_output(store.array, {"napari_segany_store": str(store.path)})
-        layers.points.events.data.connect(self._on_prompt_data)
-        layers.boxes.events.data.connect(self._on_box_data)
+        layers.points.events.data.connect(self.prompting.on_prompt_data)
+        layers.boxes.events.data.connect(self.prompting.on_box_data)
         _bind_keys(self, layers.points, toggle=True)
         _bind_keys(self, layers.boxes, toggle=False)
         lead = session.plane_keys_shape
@@ -234,15 +262,16 @@ class SegmentAnythingWidget(Actions, AutoActions, QWidget):
         self.status(f"Ready: {session.backend.name} on {session.backend.device}; labels in "
                     f"{store.path}. Click on '{layers.points.name}' or draw a rectangle on "
                     f"'{layers.boxes.name}'.")
-        self._schedule_refresh()
+        self.prompting.schedule_refresh()
 
     def _end_session(self, reason: str | None) -> None:
-        if self.layers is not None:
-            self.layers.points.events.data.disconnect(self._on_prompt_data)
-            self.layers.boxes.events.data.disconnect(self._on_box_data)
-            self.layers.show_preview(None)
-        self.session, self.layers, self.preview = None, None, None
-        self._bad_prompts = None
+        ctx = self.ctx
+        if ctx.layers is not None:
+            ctx.layers.points.events.data.disconnect(self.prompting.on_prompt_data)
+            ctx.layers.boxes.events.data.disconnect(self.prompting.on_box_data)
+            ctx.layers.show_preview(None)
+        ctx.session, ctx.layers, ctx.preview = None, None, None
+        self.prompting.bad_prompts = None
         if reason:
             self.status(reason)
 

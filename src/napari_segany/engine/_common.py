@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..prompts import ObjectPrompt, check_in_plane
 from .base import Embedding, Prediction, check_image
 from .device import autocast
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from ..prompts import ObjectPrompt
 
 __all__ = ["TorchBackend", "PromptBatch"]
 
@@ -39,6 +38,8 @@ class TorchBackend:
     """
 
     family: str = ""
+    #: What the backend can do beyond the protocol (see :func:`.base.has_capability`).
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -166,14 +167,6 @@ class TorchBackend:
             raise ValueError(f"prompt {i} is empty: give points, a box or a mask")
         if not np.all(np.isfinite(pts)):
             raise ValueError(f"prompt {i} has non-finite point coordinates")
-        outside = (pts[:, 0] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] < -0.5) | (
-            pts[:, 1] > h - 0.5
-        )
-        if np.any(outside):
-            x, y = pts[np.argmax(outside)]
-            raise ValueError(
-                f"prompt {i}: point (x={x:g}, y={y:g}) lies outside the {w}x{h} (WxH) plane"
-            )
         labels = np.asarray(p.labels).reshape(-1)
         if len(labels) != len(pts) or not np.all(np.isin(labels, (0, 1))):
             raise ValueError(f"prompt {i}: need one label per point, 1 (positive) or 0 (negative)")
@@ -181,11 +174,7 @@ class TorchBackend:
             box = np.asarray(p.box, dtype=np.float64).reshape(-1)
             if box.shape != (4,) or not np.all(np.isfinite(box)):
                 raise ValueError(f"prompt {i}: a box is 4 finite numbers x0, y0, x1, y1")
-            if box[2] <= box[0] or box[3] <= box[1]:
-                raise ValueError(f"prompt {i}: box {box.tolist()} is empty (need x1 > x0, y1 > y0)")
-            if box[0] > w - 0.5 or box[1] > h - 0.5 or box[2] < -0.5 or box[3] < -0.5:
-                raise ValueError(
-                    f"prompt {i}: box {box.tolist()} lies outside the {w}x{h} (WxH) plane")
+        check_in_plane(p, (h, w), f"prompt {i}")
 
     def _make_batch(self, plist: list[ObjectPrompt], embedding: Embedding) -> PromptBatch:
         coords = labels = boxes = masks = None

@@ -21,12 +21,17 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..prompts import ObjectPrompt
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..prompts import ObjectPrompt
+__all__ = ["Backend", "Embedding", "Prediction", "check_image", "has_capability", "CAPABILITIES"]
 
-__all__ = ["Backend", "Embedding", "Prediction", "check_image"]
+#: Optional capabilities a backend may declare in ``capabilities``:
+#: ``"automatic"``: the model has its own automatic mask generator (:mod:`.amg`);
+#: ``"memory"``: SAM2-style memory tracking through a stack (:mod:`.sam2_video`).
+CAPABILITIES = ("automatic", "memory")
 
 
 @dataclass
@@ -97,7 +102,11 @@ class Prediction:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What every segmentation backend provides (SAM, SAM2, third-party)."""
+    """What every segmentation backend provides (SAM, SAM2, third-party).
+
+    A backend may also declare optional ``capabilities`` (a set of names from
+    :data:`CAPABILITIES`); see :func:`has_capability`.
+    """
 
     name: str
     family: str
@@ -138,6 +147,16 @@ class Backend(Protocol):
 
     def signature(self) -> dict[str, Any]:
         """JSON-serialisable description of model and weights (for caches, provenance)."""
+
+
+def has_capability(backend: Any, name: str) -> bool:
+    """Whether ``backend`` declares capability ``name`` (see :data:`CAPABILITIES`).
+
+    Backends that predate capabilities (or third-party ones without the attribute)
+    declare none: they serve interactive prompting, slice-wise propagation and the
+    generic point-grid automatic segmentation through the protocol alone.
+    """
+    return name in getattr(backend, "capabilities", ())
 
 
 def check_image(image: Any) -> np.ndarray:

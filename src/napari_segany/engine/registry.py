@@ -19,6 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
+from . import weights as W
+from .device import resolve_device, resolve_precision
+from .sam import SAM_ARCHS, SamBackend, build_sam_model
+from .sam2 import SAM2_ARCHS, Sam2Backend, build_sam2_model
+
 __all__ = [
     "DEFAULT_MODEL",
     "ENTRY_POINT_GROUP",
@@ -160,9 +166,6 @@ def infer_arch(state_dict: dict[str, Any]) -> tuple[str, str]:
 
 
 def _family_of_arch(arch: str) -> str:
-    from .sam import SAM_ARCHS
-    from .sam2 import SAM2_ARCHS
-
     if arch in SAM_ARCHS and arch != "tiny":
         return "sam"
     if arch in SAM2_ARCHS and arch != "tiny":
@@ -176,7 +179,7 @@ def _family_of_arch(arch: str) -> str:
 
 
 def load_model(
-    model: str | os.PathLike = DEFAULT_MODEL,
+    model: str | os.PathLike | None = None,
     *,
     checkpoint: str | os.PathLike | None = None,
     arch: str | None = None,
@@ -192,8 +195,10 @@ def load_model(
 
     Parameters
     ----------
-    model : str or path
+    model : str or path, optional
         A registry name (see :func:`available_models`) or the path of a checkpoint file.
+        None: the default model (:data:`DEFAULT_MODEL`), or, with ``checkpoint``, the
+        architecture of that file (``arch``, or guessed from its contents).
     checkpoint : path, optional
         A local weights file to use instead of the official download (works offline), e.g.
         fine-tuned SAM weights such as MedSAM or micro-sam models with ``model="sam_vit_b"``.
@@ -216,14 +221,14 @@ def load_model(
     progress : callable, optional
         ``progress(done_bytes, total_bytes)`` during a download.
     """
-    from . import weights as W
-    from .device import resolve_device, resolve_precision
-
+    if model is None and checkpoint is None:
+        model = DEFAULT_MODEL
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     state_dict = None
     weights_id = f"random-seed{seed}"
-    path = Path(model) if not isinstance(model, str) or model not in _names() else None
+    path = None if model is None or (isinstance(model, str) and model in _names()) \
+        else Path(model)
     if path is not None and (path.suffix in {".pt", ".pth", ".bin", ".ckpt"} or path.exists()):
         if checkpoint is not None:
             raise ValueError("give the checkpoint either as model or as checkpoint=, not both")
@@ -270,8 +275,6 @@ def _names() -> set[str]:
 def _load_weights(model: Any, state_dict: dict[str, Any] | None, spec: ModelSpec) -> None:
     if state_dict is None:
         return
-    from .weights import CheckpointError
-
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
@@ -290,8 +293,6 @@ def _random_init(builder: Callable[[], Any], seed: int) -> Any:
 
 
 def _sam_factory(spec, state_dict, *, weights_id, device, autocast_dtype, seed):
-    from .sam import SamBackend, build_sam_model
-
     model = _random_init(lambda: build_sam_model(spec.arch), seed)
     _load_weights(model, state_dict, spec)
     return SamBackend(model, name=spec.name, arch=spec.arch, weights_id=weights_id,
@@ -299,8 +300,6 @@ def _sam_factory(spec, state_dict, *, weights_id, device, autocast_dtype, seed):
 
 
 def _sam2_factory(spec, state_dict, *, weights_id, device, autocast_dtype, seed):
-    from .sam2 import Sam2Backend, build_sam2_model
-
     model = _random_init(lambda: build_sam2_model(spec.arch, device="cpu"), seed)
     _load_weights(model, state_dict, spec)
     return Sam2Backend(model, name=spec.name, arch=spec.arch, weights_id=weights_id,

@@ -88,6 +88,15 @@ def _build_tiny_sam(img_size: int = 256) -> Any:
     return sam.eval()
 
 
+def set_features(predictor: Any, embedding: Embedding) -> None:
+    """Put an embedding into a ``SamPredictor``, as its ``set_image`` would have."""
+    predictor.reset_image()
+    predictor.features = embedding.tensors["image_embed"]
+    predictor.original_size = tuple(embedding.original_size)
+    predictor.input_size = tuple(embedding.input_size)
+    predictor.is_image_set = True
+
+
 class SamBackend(TorchBackend):
     """A SAM model served through segment-anything's ``SamPredictor`` transforms.
 
@@ -96,6 +105,7 @@ class SamBackend(TorchBackend):
     """
 
     family = "sam"
+    capabilities = frozenset({"automatic"})
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
         from segment_anything import SamPredictor
@@ -127,10 +137,7 @@ class SamBackend(TorchBackend):
         self, embedding: Embedding, batch: PromptBatch, multimask: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = self.predictor
-        p.features = embedding.tensors["image_embed"]
-        p.original_size = embedding.original_size
-        p.input_size = embedding.input_size
-        p.is_image_set = True
+        set_features(p, embedding)
         try:
             coords = labels = boxes = masks = None
             if batch.coords is not None:

@@ -170,10 +170,21 @@ class LeanImageEncoder:
         return hr0, hr1, emb
 
 
+def set_features(predictor: Any, embedding: Embedding) -> None:
+    """Put an embedding into a ``SAM2ImagePredictor``, as its ``set_image`` would have."""
+    predictor.reset_predictor()
+    t = embedding.tensors
+    predictor._features = {"image_embed": t["image_embed"],
+                           "high_res_feats": [t["high_res_feats_0"], t["high_res_feats_1"]]}
+    predictor._orig_hw = [tuple(embedding.original_size)]
+    predictor._is_image_set, predictor._is_batch = True, False
+
+
 class Sam2Backend(TorchBackend):
     """A SAM2 model served through sam2's ``SAM2ImagePredictor``."""
 
     family = "sam2"
+    capabilities = frozenset({"automatic", "memory"})
     _KEYS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
@@ -237,13 +248,7 @@ class Sam2Backend(TorchBackend):
             ]
             return tuple(np.concatenate([pt[k] for pt in parts]) for k in range(3))
         p = self.predictor
-        t = embedding.tensors
-        p._features = {
-            "image_embed": t["image_embed"],
-            "high_res_feats": [t["high_res_feats_0"], t["high_res_feats_1"]],
-        }
-        p._orig_hw = [tuple(embedding.original_size)]
-        p._is_image_set, p._is_batch = True, False
+        set_features(p, embedding)
         try:
             masks, scores, logits = p.predict(
                 point_coords=batch.coords,

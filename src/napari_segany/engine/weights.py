@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError, DownloadError
+
 __all__ = [
     "ENV_CACHE_DIR", "ENV_OFFLINE", "CheckpointError", "DownloadError",
     "default_cache_dir", "file_sha256", "fetch_checkpoint", "load_state_dict",
@@ -31,14 +33,6 @@ ENV_OFFLINE = "NAPARI_SEGANY_OFFLINE"
 _TRUE = {"1", "true", "yes"}
 _WRAPPER_KEYS = ("model", "state_dict", "model_state")
 _CHUNK = 1 << 20
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is corrupt, tampered with, unsafe or not a state dict."""
-
-
-class DownloadError(RuntimeError):
-    """A checkpoint could not be obtained (offline, network or HTTP error)."""
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,72 @@
+"""Every exception class of napari-segany, in one place.
+
+Each error says what was wrong and what to do. The classes derive from the built-in
+exception a caller would expect (``ValueError`` for bad input, ``OSError`` for storage
+failures), so ``except ValueError`` keeps working. They are also importable from the
+module that raises them (e.g. ``napari_segany.prompts.PromptError``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PromptError",
+    "IntensityError",
+    "CheckpointError",
+    "DownloadError",
+    "LabelsStoreError",
+    "LabelsStoreIOError",
+    "CacheMismatchError",
+    "BoxError",
+    "ExportError",
+    "Cancelled",
+    "UsageError",
+]
+
+
+class PromptError(ValueError):
+    """Layer data cannot become valid SAM prompts; the message says what and how to fix it."""
+
+
+class IntensityError(ValueError):
+    """Image data that cannot be mapped to SAM's uint8 RGB input, or bad options."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is corrupt, tampered with, unsafe or not a state dict."""
+
+
+class DownloadError(RuntimeError):
+    """A checkpoint could not be obtained (offline, network or HTTP error)."""
+
+
+class LabelsStoreError(ValueError):
+    """A labels store cannot be created, opened or written as asked."""
+
+
+class LabelsStoreIOError(OSError):
+    """Writing to a labels store failed (full disk, read-only file system, ...).
+
+    The message names the store and what was being written; ``errno`` is the original
+    one (e.g. ``errno.ENOSPC``) and ``__cause__`` the original exception. The plane being
+    written is either complete or untouched.
+    """
+
+
+class CacheMismatchError(ValueError):
+    """An existing cache was made for other data, model, normalisation or tiling."""
+
+
+class BoxError(ValueError):
+    """Boxes that cannot be read or do not fit the image; the message says which and why."""
+
+
+class ExportError(ValueError):
+    """Labels cannot be exported as asked; the message says why and what to do."""
+
+
+class Cancelled(Exception):
+    """Raised inside a long operation when its ``cancel`` was set; nothing was written."""
+
+
+class UsageError(ValueError):
+    """A command-line argument is malformed."""

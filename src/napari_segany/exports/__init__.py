@@ -1,0 +1,122 @@
+"""Export labels to other tools: TIFF, NIfTI, zarr, run-length CSV and COCO JSON.
+
+Every writer reads its input one 2D plane at a time, so a labels store far larger than
+memory exports in bounded memory (COCO and RLE keep only the encoded strings). Inputs are
+a :class:`~napari_segany.storage.LabelsStore`, the path of one, or any integer array of
+shape ``(..., H, W)`` (numpy, zarr, dask): the leading axes index planes, ``y`` and ``x``
+are the last two. Id 0 is background.
+
+Outputs are written to a temporary name next to the target and renamed into place when
+complete, so an interrupted export never leaves a half-written file under the target
+name. An existing target is refused unless ``overwrite=True``.
+
+See ``docs/formats.md`` for every format's conventions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError
+from .tables import export_coco, export_rle, read_rle_csv, rle_decode, rle_encode
+from .volumes import export_nifti, export_tiff, export_zarr
+
+__all__ = [
+    "ExportError",
+    "FORMATS",
+    "rle_encode",
+    "rle_decode",
+    "export_rle",
+    "read_rle_csv",
+    "export_coco",
+    "export_tiff",
+    "export_nifti",
+    "export_zarr",
+    "export_labels",
+    "format_from_path",
+    "resolve_format",
+]
+
+#: Export formats and the file name endings that select them.
+FORMATS: dict[str, tuple[str, ...]] = {
+    "tif": (".tif", ".tiff"),
+    "nii": (".nii", ".nii.gz"),
+    "zarr": (".zarr",),
+    "rle": (".csv",),
+    "coco": (".json",),
+}
+_ALIASES = {"tiff": "tif", "nifti": "nii", "nii.gz": "nii", "csv": "rle", "json": "coco"}
+
+
+# ------------------------------------------------------------------------------ dispatch
+def format_from_path(path: str | os.PathLike) -> str:
+    """The export format chosen by a file name's ending (see :data:`FORMATS`)."""
+    name = Path(path).name.lower()
+    for fmt, endings in FORMATS.items():
+        if name.endswith(endings):
+            return fmt
+    known = ", ".join(e for ends in FORMATS.values() for e in ends)
+    raise ExportError(f"cannot tell the export format from {Path(path).name!r}; use a name "
+                      f"ending in {known}, or give the format")
+
+
+def resolve_format(fmt: str | None, path: str | os.PathLike) -> str:
+    """The canonical format name for ``fmt`` (an alias allowed), or from ``path`` if None."""
+    if fmt is None:
+        return format_from_path(path)
+    key = _ALIASES.get(str(fmt).lower().lstrip("."), str(fmt).lower().lstrip("."))
+    if key not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return key
+
+
+def export_labels(
+    store_or_array: Any,
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,  # noqa: A002 - the natural name for users
+    overwrite: bool = False,
+    **options: Any,
+) -> Path:
+    """Export labels in the format given, or chosen by the file name's ending.
+
+    Parameters
+    ----------
+    store_or_array : LabelsStore, path of one, or integer array, shape (..., H, W)
+    path : str or path
+        Output file (or folder for zarr).
+    format : {"tif", "nii", "zarr", "rle", "coco"}, optional
+        Default from the ending of `path`: ``.tif``/``.tiff``, ``.nii``/``.nii.gz``,
+        ``.zarr``, ``.csv`` (RLE), ``.json`` (COCO). Aliases: ``tiff``, ``nifti``, ``csv``,
+        ``json``.
+    overwrite : bool
+        Replace an existing output.
+    **options
+        Passed to the writer: :func:`export_tiff` (``axes``, ``spacing``, ``unit``,
+        ``imagej``), :func:`export_nifti` (``affine``, ``reference``, ``spacing``),
+        :func:`export_coco` (``class_names``, ``image_names``).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ExportError
+        Unknown format, an option the format does not take, existing output without
+        `overwrite`, or labels the format cannot hold.
+    """
+    fmt = resolve_format(format, path)
+    writer = {"tif": export_tiff, "nii": export_nifti, "zarr": export_zarr,
+              "rle": export_rle, "coco": export_coco}[fmt]
+    import inspect
+
+    accepted = set(inspect.signature(writer).parameters) - {"labels", "labels_or_store", "path"}
+    bad = sorted(set(options) - accepted)
+    if bad:
+        raise ExportError(f"the {fmt} export takes no option {', '.join(bad)}; it takes "
+                          f"{', '.join(sorted(accepted - {'overwrite'})) or 'none'}")
+    return writer(store_or_array, path, overwrite=overwrite, **options)
