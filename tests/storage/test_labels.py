@@ -1,4 +1,7 @@
-"""Tests for napari_segany.labels.LabelsStore: layout on disk, painting, provenance, errors."""
+"""Tests for napari_segany.storage.LabelsStore: layout on disk, painting, provenance, errors.
+
+The history (operations, undo, the log, the lock, recovery) is tested in test_history.py.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ H, W = 12, 10
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Relative path -> bytes of every file under ``root``."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Relative path -> bytes of every file of the zarr array under ``root`` (not the
+    store's own ``.segany`` folder: log, journal, lock)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and not p.relative_to(root).as_posix().startswith(".segany/")}
 
 
 def chunk_file(key: tuple[int, ...]) -> str:
@@ -89,8 +94,8 @@ def test_writing_a_plane_changes_only_that_planes_chunk_file(tmp_path, shape):
         store.write_plane(key, plane)
         after = snapshot(path)
         changed = {f for f in set(before) | set(after) if before.get(f) != after.get(f)}
-        # zarr.json changes only because the plane is recorded in the provenance.
-        assert changed - {"zarr.json"} == {chunk_file(key)}
+        # zarr.json never changes: what was written is recorded in the log.
+        assert changed == {chunk_file(key)}
         assert set(after) == {"zarr.json"} | {chunk_file(k) for k in keys[: n + 1]}
         # Rewriting a plane already recorded touches its chunk file and nothing else.
         before = after
@@ -188,7 +193,7 @@ def test_paint_on_2d_store(tmp_path):
 
 def test_provenance_fields(store3d):
     prov = store3d.provenance
-    assert prov["format"] == FORMAT_VERSION == 1
+    assert prov["format"] == FORMAT_VERSION == 2
     assert prov["version"] == __version__
     assert prov["objects"] == {}
     assert prov["planes"] == []
@@ -209,9 +214,12 @@ def test_provenance_fields(store3d):
     # Painting the same plane again does not duplicate it.
     store3d.paint(2, rect(0, 3, 0, 3), 1)
     assert store3d.provenance["planes"] == [[0], [2]]
-    # The provenance is stored in the array attributes on disk.
+    # zarr.json stays as created; the registry is in the append-only log beside it.
     meta = json.loads((store3d.path / "zarr.json").read_text())
-    assert meta["attributes"][ATTRS_KEY]["objects"]["4"] == {"class_name": "cell"}
+    assert set(meta["attributes"][ATTRS_KEY]) == {"format", "version", "chunks", "log"}
+    log = [json.loads(line) for line in
+           (store3d.path / ".segany" / "log.jsonl").read_text().splitlines()]
+    assert {"t": "obj", "id": 4} .items() <= next(r for r in log if r.get("id") == 4).items()
 
 
 def test_create_with_extra_provenance(tmp_path):

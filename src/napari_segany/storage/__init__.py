@@ -12,12 +12,14 @@ Only numpy and zarr are imported here (zarr when a store is opened).
 """
 
 from ..errors import CacheMismatchError, LabelsStoreError, LabelsStoreIOError
+from .array import StoreArray
 from .atomic import remove, replacing
 from .cache import EmbeddingCache, cache_signature, data_fingerprint
 from .embeddings import EmbeddingLRU, PlaneEmbeddings, PlaneSource
-from .labels import ATTRS_KEY, FORMAT_VERSION, LabelsStore
+from .history import UndoResult
+from .labels import ATTRS_KEY, FORMAT_VERSION, LabelsStore, Operation
 
 __all__ = ["LabelsStore", "LabelsStoreError", "LabelsStoreIOError", "ATTRS_KEY",
            "FORMAT_VERSION", "EmbeddingCache", "CacheMismatchError", "data_fingerprint",
            "cache_signature", "EmbeddingLRU", "PlaneEmbeddings", "PlaneSource", "replacing",
-           "remove"]
+           "remove", "Operation", "UndoResult", "StoreArray"]

@@ -1,19 +1,42 @@
-"""Labels stores: uint32 instance labels in a zarr (v3) store on disk, one chunk per plane.
+"""Labels stores: uint32 instance labels in a zarr (v3) array on disk, and their history.
 
-Layout and guarantees
----------------------
-* The array has the image's shape without channels, e.g. ``(z, y, x)`` or ``(t, z, y, x)``;
-  chunks are one 2D plane (``(1, ..., 1, H, W)``), so writing a plane touches no other plane.
-* A plane is written as one chunk file, and zarr writes each file to a temporary name and
-  renames it into place, so a crash or cancel leaves every plane either fully written or
-  untouched. Empty planes are not stored at all (they read as 0).
-* Object ids are positive integers; 0 is background.
-* Overlap policy when an object is painted (:meth:`LabelsStore.paint`): ``"keep"`` (default)
-  paints only pixels that are background or already belong to that object, so committed
-  objects are never overwritten; ``"replace"`` lets the new mask win.
-* Provenance lives in the array's attributes under ``"napari_segany"``: format version,
-  package version, model signature, prompts, settings, per-object metadata (class names)
-  and the planes written.
+Layout (format 2; see ``docs/formats.md``)
+------------------------------------------
+* ``zarr.json`` and ``c/...``: the array, shaped like the image without channels, e.g.
+  ``(z, y, x)`` or ``(t, z, y, x)``, chunked by plane (planes larger than 2048 pixels a side
+  in 2048 x 2048 tiles). Any zarr v3 reader opens it. ``zarr.json`` is written once, at
+  creation: its attributes name the format and the chunk layout.
+* ``.segany/log.jsonl``: the append-only event log (:mod:`.log`): the object registry
+  (ids, class names), the planes written, the provenance of every run, and every
+  operation that changed pixels or objects.
+* ``.segany/journal/<operation>/``: the before- and after-images of the chunks each recent
+  operation changed (:mod:`.journal`), to undo it pixel-wise.
+* ``.segany/lock`` and ``.segany/writers/``: the write lock and the marks of open writers
+  (:mod:`.lock`).
+
+Guarantees
+----------
+* Every write is part of an operation (a commit, a propagation, a brush stroke, ...):
+  :meth:`LabelsStore.operation`. Writes outside one are an operation each.
+* A chunk is replaced whole (zarr writes a temporary file and renames it), under the
+  store's write lock, after its before-image is in the journal: a crash or a cancel leaves
+  every chunk either as it was or as written, and two processes writing one store
+  interleave plane by plane without losing each other's work.
+* An operation that did not finish because its process died is recovered when the store is
+  next opened for writing: a short one (a commit, a stroke, an undo) is rolled back; a long
+  one (a propagation, segment everything, boxes) is kept as interrupted, its planes intact
+  and undoable as one operation.
+* Undo reverts one operation pixel-wise: only pixels that still hold its after-value go
+  back; redo re-applies exactly what undo reverted.
+
+Object ids are positive integers up to 2**32 - 1; 0 is background. Overlap policy when an
+object is painted (:meth:`LabelsStore.paint`): ``"keep"`` (default) paints only pixels that
+are background or already belong to that object, so committed objects are never
+overwritten; ``"replace"`` lets the new mask win.
+
+Crash safety covers a process that dies (a kill, a crash, a closed laptop lid that ends the
+process). It does not cover a power loss: neither zarr nor this module calls ``fsync``, so
+the operating system may lose writes it had not yet put on disk.
 """
 
 from __future__ import annotations
@@ -22,22 +45,39 @@ import contextlib
 import copy
 import json
 import os
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._planes import check_plane
+from .._planes import check_plane, iter_keys
 from .._version import __version__
 from ..errors import LabelsStoreError, LabelsStoreIOError
+from . import history
+from .array import StoreArray, plane_updates
+from .chunks import ChunkLayout, default_chunks
+from .journal import Journal
+from .lock import StoreLock, WriterMark, holder_info
+from .log import EventLog, LogState, OpRecord
 
-__all__ = ["LabelsStore", "LabelsStoreError", "LabelsStoreIOError", "ATTRS_KEY", "FORMAT_VERSION",
-           "is_labels_store"]
+__all__ = ["LabelsStore", "LabelsStoreError", "LabelsStoreIOError", "Operation", "ATTRS_KEY",
+           "FORMAT_VERSION", "OVERLAP_POLICIES", "MAX_ID", "SHORT_KINDS", "is_labels_store",
+           "check_object_id"]
 
 ATTRS_KEY = "napari_segany"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 OVERLAP_POLICIES = ("keep", "replace")
+MAX_ID = 2**32 - 1
+#: Operations rolled back when their process died before they finished.
+SHORT_KINDS = frozenset({"commit", "edit", "delete", "rename", "merge", "objects", "undo",
+                         "redo"})
+META = ".segany"
+#: Undo history kept by default: operations, and bytes of journal (old chunk files).
+HISTORY_OPS = 200
+HISTORY_BYTES = 2 << 30
 
 
 def is_labels_store(path: str | os.PathLike) -> bool:
@@ -50,15 +90,78 @@ def is_labels_store(path: str | os.PathLike) -> bool:
     return isinstance(attrs, dict) and ATTRS_KEY in attrs
 
 
-class LabelsStore:
-    """A zarr-backed uint32 labels volume written plane by plane.
+def check_object_id(obj_id: Any) -> int:
+    try:
+        oid = int(obj_id)
+    except (TypeError, ValueError):
+        raise LabelsStoreError(f"object ids are integers, got {obj_id!r}") from None
+    if isinstance(obj_id, bool) or oid != obj_id or not 1 <= oid <= MAX_ID:
+        raise LabelsStoreError(f"object ids are integers from 1 to {MAX_ID} (uint32), got "
+                               f"{obj_id!r}")
+    return oid
 
-    Use :meth:`create`, :meth:`open` or :meth:`open_or_create` rather than the constructor.
+
+class Operation:
+    """One operation on a store while it runs (see :meth:`LabelsStore.operation`).
+
+    Attributes
+    ----------
+    id, kind : str
+    what : str
+        How the history names it ("commit of object 3 on plane (5,)"); may be set while the
+        operation runs (e.g. once the planes a propagation reached are known).
+    short : bool
+        Rolled back (rather than kept as interrupted) if it does not finish.
+    planes : list of plane keys
+        Planes whose pixels it changed, in order.
+    pixels : int
+        Pixels it changed.
     """
 
-    def __init__(self, array: Any, path: Path) -> None:
+    def __init__(self, store: LabelsStore, kind: str, what: str, short: bool,
+                 target: str | None) -> None:
+        self.store, self.kind, self.what, self.short, self.target = store, kind, what, short, target
+        self.id = uuid.uuid4().hex[:12]
+        self.touched: set[tuple[int, ...]] = set()
+        self.planes: list[tuple[int, ...]] = []
+        self.pixels = 0
+        self.status = "open"
+        self.begun = False  # its begin record is written at its first change
+
+    def __repr__(self) -> str:
+        return f"<Operation {self.id} {self.kind}: {self.what}>"
+
+
+class LabelsStore:
+    """A zarr-backed uint32 labels volume, written operation by operation.
+
+    Use :meth:`create`, :meth:`open` or :meth:`open_or_create` rather than the constructor.
+    A store opened for writing registers itself as a writer until :meth:`close` (or until
+    the object is garbage-collected, or the process ends).
+    """
+
+    def __init__(self, array: Any, path: Path, *, mode: str = "r+",
+                 lock_timeout: float | None = None, on_wait: Callable[[str], Any] | None = None,
+                 history_ops: int = HISTORY_OPS, history_bytes: int = HISTORY_BYTES) -> None:
         self.array = array
-        self.path = path
+        self.path = Path(path)
+        self.mode = mode
+        self.history_ops, self.history_bytes = int(history_ops), int(history_bytes)
+        meta = dict(array.attrs.get(ATTRS_KEY, {}))
+        self.format = int(meta.get("format", 1))
+        self._v1_attrs = meta if self.format < 2 else None
+        chunks = tuple(int(c) for c in array.chunks)
+        self.layout = ChunkLayout(self.path, self.shape, chunks,
+                                  (self.path / "zarr.json").read_bytes())
+        meta_dir = self.path / META
+        self.journal = Journal(meta_dir / "journal", chunk_path=self.layout.path,
+                               decode=self.layout.decode, block_shape=self.layout.block_shape)
+        self._log = EventLog(meta_dir / "log.jsonl")
+        self._lock = StoreLock(meta_dir / "lock", on_wait=on_wait, timeout=lock_timeout)
+        self._local = threading.local()
+        self.writer_id: str | None = None
+        self._mark: WriterMark | None = None
+        self._closed = mode == "r"
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -69,35 +172,77 @@ class LabelsStore:
         *,
         overwrite: bool = False,
         provenance: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
+        **options: Any,
     ) -> LabelsStore:
-        """Create an empty store of ``shape`` (ndim >= 2; the last two axes are y, x)."""
+        """Create an empty store of ``shape`` (ndim >= 2; the last two axes are y, x).
+
+        Parameters
+        ----------
+        overwrite : bool
+            Replace an existing napari-segany labels store at ``path`` (anything else at
+            ``path`` is refused, never deleted).
+        provenance : dict, optional
+            Fields of the first run's provenance.
+        chunk_size : int, optional
+            Side of the 2D chunk tiles (default 2048; planes up to that are one chunk).
+        **options
+            ``lock_timeout``, ``history_ops``, ``history_bytes`` (see :meth:`open`).
+        """
         import zarr
 
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2 or min(shape) < 1:
             raise LabelsStoreError(f"labels shape must have >= 2 non-empty axes, got {shape}")
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise LabelsStoreError(
-                f"{path} already exists; open it with LabelsStore.open(...) to continue, or "
-                "pass overwrite=True to replace it"
-            )
-        chunks = (1,) * (len(shape) - 2) + shape[-2:]
-        arr = zarr.create_array(
-            store=str(path), shape=shape, chunks=chunks, dtype="uint32", fill_value=0,
-            overwrite=overwrite, zarr_format=3,
-        )
-        meta = {"format": FORMAT_VERSION, "version": __version__, "objects": {}, "planes": []}
-        meta.update(provenance or {})
-        arr.attrs[ATTRS_KEY] = meta
-        return cls(arr, path)
+        if path.exists() or path.is_symlink():
+            if not overwrite:
+                raise LabelsStoreError(
+                    f"{path} already exists; open it with LabelsStore.open(...) to continue, or "
+                    "pass overwrite=True to replace it")
+            if not is_labels_store(path):
+                raise LabelsStoreError(
+                    f"{path} exists and is not a napari-segany labels store; it is not replaced "
+                    "(even with overwrite): choose another path")
+        chunks = default_chunks(shape, chunk_size)
+        meta = {"format": FORMAT_VERSION, "version": __version__, "chunks": list(chunks),
+                "log": f"{META}/log.jsonl"}
+        try:
+            if path.exists():
+                import shutil
+
+                shutil.rmtree(path)
+            arr = zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype="uint32",
+                                    fill_value=0, zarr_format=3, attributes={ATTRS_KEY: meta})
+        except OSError as exc:
+            raise LabelsStoreIOError(exc.errno, f"could not create the labels store {path}: "
+                                                f"{exc.strerror or exc}") from exc
+        store = cls(arr, path, **options)
+        store._start_writer(provenance or {})
+        return store
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, mode: str = "r+") -> LabelsStore:
-        """Open an existing store (``mode="r"`` for read-only)."""
+    def open(cls, path: str | os.PathLike, *, mode: str = "r+", **options: Any) -> LabelsStore:
+        """Open an existing store (``mode="r"`` for read-only).
+
+        Parameters
+        ----------
+        mode : {"r+", "r"}
+        lock_timeout : float, optional
+            Seconds a write waits for another writer before :class:`TimeoutError`
+            (default: as long as it takes, saying whom it waits for).
+        history_ops, history_bytes : int
+            Undo history kept: the oldest operations' journals are dropped beyond this
+            many operations (200) or bytes of old chunks (2 GiB).
+
+        Opening for writing recovers what a writer that died left unfinished, and turns a
+        store of format 1 (everything in ``zarr.json``) into format 2.
+        """
         import zarr
 
         path = Path(path)
+        if mode not in ("r", "r+"):
+            raise LabelsStoreError(f"mode must be 'r' or 'r+', got {mode!r}")
         if not path.exists():
             raise LabelsStoreError(f"no labels store at {path}")
         try:
@@ -112,21 +257,111 @@ class LabelsStore:
             raise LabelsStoreError(
                 f"{path} was not written by napari-segany (no {ATTRS_KEY!r} attributes)"
             )
-        return cls(arr, path)
+        fmt = int(dict(arr.attrs[ATTRS_KEY]).get("format", 1))
+        if fmt > FORMAT_VERSION:
+            raise LabelsStoreError(f"{path} was written by a newer napari-segany (format {fmt}); "
+                                   "update napari-segany to open it")
+        store = cls(arr, path, mode=mode, **options)
+        if mode == "r+":
+            store._start_writer({})
+        return store
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, shape: tuple[int, ...],
                        **kw: Any) -> LabelsStore:
         """Reopen ``path`` if it exists (its shape must equal ``shape``), else create it."""
         if Path(path).exists():
-            store = cls.open(path)
+            options = {k: v for k, v in kw.items() if k not in ("provenance", "chunk_size")}
+            store = cls.open(path, **options)
             if store.shape != tuple(shape):
+                store.close()
                 raise LabelsStoreError(
                     f"{path} holds labels of shape {store.shape}, but the image has shape "
                     f"{tuple(shape)}; choose another output path"
                 )
             return store
         return cls.create(path, shape, **kw)
+
+    def _start_writer(self, provenance: dict[str, Any]) -> None:
+        """Open for writing: migrate format 1 and recover what dead writers left open.
+
+        Opening changes nothing on disk unless there is something to migrate or recover:
+        the writer registers itself (its mark, a ``writer`` record) at its first write.
+        """
+        self.writer_id = uuid.uuid4().hex[:12]
+        self._closed = False
+        try:
+            if self.format < 2 or provenance or history.needs_recovery(self):
+                with self._lock.hold("opening"):
+                    if self.format < 2:
+                        self._migrate()
+                    self._register()
+                    if provenance:
+                        self._log.append({"t": "run", "w": self.writer_id, "fields": provenance})
+                    history.recover(self)
+        except OSError as exc:
+            self.close()
+            raise LabelsStoreIOError(
+                exc.errno, f"could not open the labels store {self.path} for writing: "
+                           f"{exc.strerror or exc} (check write permission, or open it with "
+                           "mode='r' to read)") from exc
+
+    def _register(self) -> None:
+        """Become a writer (call under the lock): the mark, then the ``writer`` record."""
+        if self._mark is not None:
+            return
+        meta_dir = self.path / META
+        (meta_dir / "journal").mkdir(parents=True, exist_ok=True)
+        self._mark = WriterMark(meta_dir / "writers", self.writer_id, "labels store")
+        self._log.append({"t": "writer", "w": self.writer_id, "version": __version__,
+                          **{k: v for k, v in holder_info().items() if k != "what"}})
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[None]:
+        """Hold the write lock, as a registered writer, with the log read up to now."""
+        with self._lock.hold(what):
+            self._register()
+            yield
+
+    def _migrate(self) -> None:
+        """Format 1 -> 2: objects, planes and provenance move from zarr.json to the log."""
+        meta = dict(self._v1_attrs or {})
+        log = self._log.path
+        if not log.exists():  # written whole, then renamed: a crash here leaves format 1
+            fields = {k: v for k, v in meta.items()
+                      if k not in ("objects", "planes", "format", "version")}
+            recs = [{"t": "writer", "w": "format-1", "version": meta.get("version")}]
+            if fields:
+                recs.append({"t": "run", "w": "format-1", "fields": fields})
+            recs += [{"t": "obj", "id": int(k), "info": v, "prev": None}
+                     for k, v in sorted(meta.get("objects", {}).items(), key=lambda kv: int(kv[0]))]
+            if meta.get("planes"):
+                recs.append({"t": "planes", "keys": meta["planes"]})
+            log.parent.mkdir(parents=True, exist_ok=True)
+            tmp = log.with_name(log.name + ".migrating")
+            EventLog(tmp).append(*recs)
+            os.replace(tmp, log)
+        new = {"format": FORMAT_VERSION, "version": meta.get("version", __version__),
+               "chunks": list(self.layout.chunks), "log": f"{META}/log.jsonl",
+               "migrated_by": __version__}
+        self.array.attrs[ATTRS_KEY] = new
+        self.format, self._v1_attrs = FORMAT_VERSION, None
+        self.layout = ChunkLayout(self.path, self.shape, self.layout.chunks,
+                                  (self.path / "zarr.json").read_bytes())
+
+    def close(self) -> None:
+        """Stop being a writer of this store (unfinished operations are then recovered by
+        the next writer). Reading still works."""
+        self._closed = True
+        if self._mark is not None:
+            self._mark.close()
+            self._mark = None
+
+    def __enter__(self) -> LabelsStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -138,22 +373,55 @@ class LabelsStore:
         return self.shape[-2], self.shape[-1]
 
     @property
+    def chunks(self) -> tuple[int, ...]:
+        """The chunk shape ``(1, ..., 1, ch, cw)``."""
+        return self.layout.chunks
+
+    def _state(self) -> LogState:
+        return self._log.refresh()
+
+    @property
     def provenance(self) -> dict[str, Any]:
-        """A deep copy of the provenance attributes (editing it does not change the store)."""
-        return copy.deepcopy(dict(self.array.attrs[ATTRS_KEY]))
+        """The store's provenance (a copy: editing it does not change the store).
+
+        ``format``, ``version`` (of the package that created the store), ``chunks``, the
+        latest value of every provenance field any run recorded (``model``, ``source``,
+        ``prompts``, ...), ``objects`` (id -> info, e.g. ``class_name``), ``planes`` (the
+        planes written) and ``runs`` (every run: writer, time, package version, user,
+        host and the fields it recorded, in order).
+        """
+        if self._v1_attrs is not None:
+            return copy.deepcopy(self._v1_attrs)
+        st = self._state()
+        out = {"format": self.format, "version": dict(self.array.attrs[ATTRS_KEY]).get("version"),
+               "chunks": list(self.chunks)}
+        out.update(copy.deepcopy(st.fields))
+        out["objects"] = {str(k): dict(v) for k, v in sorted(st.objects.items())}
+        out["planes"] = sorted(list(p) for p in st.planes)
+        out["runs"] = copy.deepcopy(st.runs)
+        return out
+
+    @property
+    def objects(self) -> dict[int, dict[str, Any]]:
+        """The object registry: id -> info (a copy)."""
+        if self._v1_attrs is not None:
+            return {int(k): dict(v) for k, v in self._v1_attrs.get("objects", {}).items()}
+        return copy.deepcopy(self._state().objects)
 
     def _check_writable(self) -> None:
-        if getattr(self.array, "read_only", False):
+        if self.mode == "r" or getattr(self.array, "read_only", False):
             raise LabelsStoreError(
                 f"{self.path} was opened read-only (mode='r'); reopen it with mode='r+' to write"
             )
+        if self._closed:
+            raise LabelsStoreError(f"{self.path} was closed for writing; open it again")
 
     @contextlib.contextmanager
     def _writing(self, what: str) -> Iterator[None]:
         """Re-raise an OSError of the storage as a LabelsStoreIOError naming this store."""
         try:
             yield
-        except LabelsStoreIOError:
+        except (LabelsStoreIOError, TimeoutError):
             raise
         except OSError as exc:
             msg = (f"could not write {what} of the labels store {self.path}: "
@@ -162,44 +430,164 @@ class LabelsStore:
                 exc.errno, msg)
             raise err from exc
 
-    def _set_attrs(self, meta: dict[str, Any]) -> None:
-        with self._writing("the provenance attributes"):
-            self.array.attrs[ATTRS_KEY] = meta
+    # -- operations ---------------------------------------------------------------------------
+    @property
+    def current_operation(self) -> Operation | None:
+        """The operation running in this thread, if any."""
+        return getattr(self._local, "op", None)
 
-    def update_provenance(self, **fields: Any) -> None:
-        """Merge JSON-serialisable ``fields`` into the provenance attributes."""
+    @contextlib.contextmanager
+    def operation(self, kind: str, what: str = "", *, short: bool | None = None,
+                  target: str | None = None) -> Iterator[Operation]:
+        """Group writes into one operation (one undo step).
+
+        Parameters
+        ----------
+        kind : str
+            ``"commit"``, ``"propagate"``, ``"auto"``, ``"boxes"``, ``"edit"`` (a napari
+            brush stroke or fill), ``"delete"``, ``"rename"``, ``"merge"``, ``"objects"``,
+            ``"import"``, ``"undo"``, ``"redo"``.
+        what : str
+            How the history names it.
+        short : bool, optional
+            Roll it back if it does not finish (default: for the kinds in
+            :data:`SHORT_KINDS`); a long operation is kept as interrupted instead.
+
+        Nested calls in one thread join the outer operation. An exception inside rolls back
+        a short operation and ends a long one as ``interrupted`` (its planes are kept).
+        """
+        current = self.current_operation
+        if current is not None:
+            yield current
+            return
         self._check_writable()
-        meta = self.provenance
-        meta.update(fields)
-        self._set_attrs(meta)
+        op = Operation(self, kind, what, kind in SHORT_KINDS if short is None else bool(short),
+                       target)
+        self._local.op = op
+        try:
+            yield op
+        except BaseException:
+            self._local.op = None
+            self._abort(op)
+            raise
+        self._local.op = None
+        self._end(op, "done")
+
+    def _emit(self, op: Operation | None, *records: dict[str, Any]) -> None:
+        """Append records of ``op`` (its begin record first, at its first change)."""
+        with self._transaction(op.what if op is not None else "writing"):
+            if op is not None and not op.begun:
+                self._log.append({"t": "begin", "op": op.id, "w": self.writer_id,
+                                  "kind": op.kind, "what": op.what, "short": op.short,
+                                  "target": op.target})
+                op.begun = True
+            self._log.append(*records)
+
+    def _end(self, op: Operation, status: str) -> None:
+        op.status = status
+        if not op.begun:
+            return  # it changed nothing: no trace in the log
+        with self._writing("the operation log"), self._lock.hold(op.what or op.kind):
+            self._log.append({"t": "end", "op": op.id, "status": status, "what": op.what,
+                              "pixels": op.pixels, "planes": len(op.planes),
+                              "at": list(op.planes[-1]) if op.planes else None,
+                              "bytes": self.journal.unique_bytes(op.id)})
+            history.expire(self)
+
+    def _abort(self, op: Operation) -> None:
+        """An exception inside ``op``: roll back a short one, keep a long one as interrupted."""
+        try:
+            if op.short and op.begun:
+                with self._lock.hold(f"rolling back {op.what}"):
+                    history.revert(self, self._state().ops[op.id], into=None)
+                self._end(op, "rolled back")
+            else:
+                self._end(op, "rolled back" if op.short else "interrupted")
+        except Exception:  # the store may be unwritable (the reason of the abort)
+            with contextlib.suppress(Exception):
+                self._log.append({"t": "end", "op": op.id, "status": "failed"})
+
+    # -- objects ------------------------------------------------------------------------------
+    def update_provenance(self, **fields: Any) -> None:
+        """Record provenance fields of this writer's run (earlier runs are kept)."""
+        self._check_writable()
+        with self._writing("the provenance"), self._transaction("provenance"):
+            self._log.append({"t": "run", "w": self.writer_id, "fields": fields})
 
     def set_object(self, obj_id: int, **info: Any) -> None:
         """Record metadata of one object (e.g. ``class_name="nucleus"``)."""
-        self._check_writable()
-        meta = self.provenance
-        objects = dict(meta.get("objects", {}))
-        key = str(int(obj_id))
-        merged = {**objects.get(key, {}), **info}
-        if key in objects and objects[key] == merged:
-            return  # already recorded: propagation calls this for every plane it writes
-        objects[key] = merged
-        meta["objects"] = objects
-        self._set_attrs(meta)
+        self.set_objects({obj_id: info})
 
     def set_objects(self, infos: dict[int, dict[str, Any]]) -> None:
-        """Record metadata of many objects in one attribute write (as :meth:`set_object`)."""
+        """Record metadata of many objects; entries merge into what is recorded."""
         self._check_writable()
-        meta = self.provenance
-        objects = dict(meta.get("objects", {}))
-        for oid, info in infos.items():
-            objects[str(int(oid))] = {**objects.get(str(int(oid)), {}), **info}
-        meta["objects"] = objects
-        self._set_attrs(meta)
+        checked = {check_object_id(k): dict(v) for k, v in infos.items()}
+        with self._writing("the object registry"), self._transaction("objects"):
+            st = self._state()
+            changes = {oid: {**st.objects.get(oid, {}), **info} for oid, info in checked.items()
+                       if oid not in st.objects or {**st.objects[oid], **info} != st.objects[oid]}
+            if not changes:
+                return  # already recorded: propagation calls this for every plane it writes
+            with self.operation("objects", f"objects {sorted(changes)}") as op:
+                self._emit(op, *({"t": "obj", "op": op.id, "id": oid, "info": new,
+                                  "prev": st.objects.get(oid)} for oid, new in changes.items()))
 
     def next_object_id(self) -> int:
-        """One more than the largest id recorded in the provenance."""
-        ids = [int(k) for k in self.provenance.get("objects", {})]
-        return max(ids, default=0) + 1
+        """One more than the largest id ever registered (ids are not reused)."""
+        if self._v1_attrs is not None:
+            return max((int(k) for k in self._v1_attrs.get("objects", {})), default=0) + 1
+        st = self._state()
+        return max(st.reserved, max(st.objects, default=0)) + 1
+
+    def reserve_object_ids(self, n: int = 1, info: dict[str, Any] | None = None, *,
+                           above: int = 0) -> list[int]:
+        """Register ``n`` new object ids (all above ``above``) at once, safely with other
+        writers; returns them."""
+        self._check_writable()
+        if int(n) < 0:
+            raise LabelsStoreError(f"cannot reserve {n} object ids")
+        with self._writing("the object registry"), self._transaction("allocating object ids"):
+            start = max(self.next_object_id(), int(above) + 1)
+            ids = list(range(start, start + int(n)))
+            if ids and ids[-1] > MAX_ID:
+                raise LabelsStoreError(f"the store has no free object ids left below {MAX_ID}")
+            self._log.append(*({"t": "obj", "id": i, "info": dict(info or {}), "prev": None}
+                               for i in ids))
+        return ids
+
+    def delete_object(self, obj_id: int) -> int:
+        """Remove an object: its pixels on every plane and its registry entry (one
+        operation); returns the number of pixels cleared."""
+        oid = check_object_id(obj_id)
+        with self.operation("delete", f"deletion of object {oid}") as op:
+            for key in sorted(self._state().planes):
+                self._apply(key, lambda cur: np.where(cur == oid, 0, cur).astype(np.uint32))
+            self._registry(op, {oid: None})
+        return op.pixels
+
+    def merge_objects(self, ids: list[int], into: int) -> int:
+        """Relabel objects ``ids`` as ``into`` on every plane (one operation; also a rename
+        with one id). Registry entries merge into ``into``'s; returns pixels changed."""
+        into = check_object_id(into)
+        ids = [check_object_id(i) for i in ids if int(i) != into]
+        kind = "merge" if len(ids) > 1 or into in self.objects else "rename"
+        with self.operation(kind, f"{kind} of objects {ids} into {into}") as op:
+            lut_ids = np.asarray(ids, np.uint32)
+            for key in sorted(self._state().planes):
+                self._apply(key, lambda cur: np.where(np.isin(cur, lut_ids), into, cur
+                                                       ).astype(np.uint32))
+            objs = self._state().objects
+            merged: dict[str, Any] = {}
+            for i in [*ids, into]:
+                merged.update(objs.get(i, {}))
+            self._registry(op, {**{i: None for i in ids}, into: merged})
+        return op.pixels
+
+    def _registry(self, op: Operation, entries: dict[int, dict[str, Any] | None]) -> None:
+        with self._writing("the object registry"), self._transaction("objects"):
+            st = self._state()
+            self._emit(op, *({"t": "obj", "op": op.id, "id": oid, "info": info,
+                              "prev": st.objects.get(oid)} for oid, info in entries.items()))
 
     # -- planes -------------------------------------------------------------------------------
     def _key(self, plane: tuple[int, ...] | int) -> tuple[int, ...]:
@@ -210,10 +598,7 @@ class LabelsStore:
         """The ``(H, W)`` uint32 labels of one plane."""
         return np.asarray(self.array[self._key(plane)])
 
-    def write_plane(self, plane: tuple[int, ...] | int, labels: np.ndarray) -> None:
-        """Replace one whole plane with ``labels`` (``(H, W)``, non-negative integers)."""
-        self._check_writable()
-        key = self._key(plane)
+    def _checked(self, key: tuple[int, ...], labels: Any) -> np.ndarray:
         arr = np.asarray(labels)
         if arr.shape != self.plane_shape:
             raise LabelsStoreError(
@@ -224,13 +609,61 @@ class LabelsStore:
             raise LabelsStoreError(
                 f"plane {key}: labels must be non-negative integers, got dtype {arr.dtype}")
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-        if lo < 0 or hi > np.iinfo(np.uint32).max:
+        if lo < 0 or hi > MAX_ID:
             raise LabelsStoreError(
-                f"plane {key}: labels must be integers in 0..{np.iinfo(np.uint32).max}, got "
-                f"values from {lo} to {hi}")
-        with self._writing(f"plane {key}"):
-            self.array[key] = arr.astype(np.uint32, copy=False)
-        self._mark_written(key)
+                f"plane {key}: labels must be integers in 0..{MAX_ID}, got values from {lo} to "
+                f"{hi}")
+        return arr.astype(np.uint32, copy=False)
+
+    def _apply(self, key: tuple[int, ...], change: Callable[[np.ndarray], np.ndarray],
+               *, mark: bool = True) -> np.ndarray:
+        """Read a plane under the lock, change it, write the chunks that differ (journaled)."""
+        with self._writing(f"plane {key}"), self.operation("edit", f"edit of plane {key}") as op, \
+                self._transaction(op.what):
+            st = self._state()
+            current = np.asarray(self.array[key])
+            new = self._checked(key, change(current))
+            changed = 0
+            for chunk, (ys, xs) in self.layout.plane_chunks(key):
+                a, b = current[ys, xs], new[ys, xs]
+                diff = int(np.count_nonzero(a != b))
+                if diff:
+                    self._write_chunk(op, chunk, key + (ys, xs), b)
+                    changed += diff
+            op.pixels += changed
+            if changed and (not op.planes or op.planes[-1] != key):
+                op.planes.append(key)
+            if mark and key not in st.planes:
+                self._emit(op, {"t": "planes", "op": op.id, "keys": [list(key)]})
+            return new
+
+    def _write_chunk(self, op: Operation, chunk: tuple[int, ...], region: tuple,
+                     block: np.ndarray) -> None:
+        if chunk not in op.touched:
+            self._emit(op)  # the begin record, before anything changes
+            self.journal.keep(op.id, chunk, "b")
+            self._log.append({"t": "touch", "op": op.id, "chunk": list(chunk)})
+            op.touched.add(chunk)
+        self.array[region] = block
+        self.journal.keep(op.id, chunk, "a")
+
+    def write_plane(self, plane: tuple[int, ...] | int, labels: np.ndarray) -> None:
+        """Replace one whole plane with ``labels`` (``(H, W)``, integers in 0..2**32-1)."""
+        self._check_writable()
+        key = self._key(plane)
+        arr = self._checked(key, labels)
+        self._apply(key, lambda _cur: arr)
+
+    def merge_plane(self, plane: tuple[int, ...] | int, labels: np.ndarray) -> np.ndarray:
+        """Write ``labels`` into the background pixels of one plane; returns the new plane.
+
+        Pixels that already hold an object keep it (the ``"keep"`` policy for a whole
+        labels image, e.g. automatic results).
+        """
+        self._check_writable()
+        key = self._key(plane)
+        arr = self._checked(key, labels)
+        return self._apply(key, lambda cur: np.where(cur > 0, cur, arr).astype(np.uint32))
 
     def paint(
         self,
@@ -243,44 +676,63 @@ class LabelsStore:
         """Paint ``mask`` as object ``obj_id`` on one plane; returns the new plane.
 
         Pixels of ``obj_id`` outside ``mask`` are cleared first, so painting replaces the
-        object's previous mask on that plane.
+        object's previous mask on that plane. The plane is read and written under the
+        store's lock, so another writer's pixels painted meanwhile are respected.
         """
         self._check_writable()
         if overlap not in OVERLAP_POLICIES:
             raise LabelsStoreError(f"overlap must be one of {OVERLAP_POLICIES}, got {overlap!r}")
-        if int(obj_id) < 1:
-            raise LabelsStoreError(f"object ids start at 1, got {obj_id}")
+        oid = check_object_id(obj_id)
+        key = self._key(plane)
         mask = np.asarray(mask, dtype=bool)
-        current = self.read_plane(plane)
-        if mask.shape != current.shape:
+        if mask.shape != self.plane_shape:
             raise LabelsStoreError(
-                f"mask of shape {mask.shape} does not fit planes of shape {current.shape}"
+                f"mask of shape {mask.shape} does not fit planes of shape {self.plane_shape}"
             )
-        new = current.copy()
-        new[new == obj_id] = 0
-        target = mask if overlap == "replace" else mask & (new == 0)
-        new[target] = obj_id
-        self.write_plane(plane, new)
-        return new
 
-    def merge_plane(self, plane: tuple[int, ...] | int, labels: np.ndarray) -> np.ndarray:
-        """Write ``labels`` into the background pixels of one plane; returns the new plane.
+        def change(current: np.ndarray) -> np.ndarray:
+            new = current.copy()
+            new[new == oid] = 0
+            target = mask if overlap == "replace" else mask & (new == 0)
+            new[target] = oid
+            return new
 
-        Pixels that already hold an object keep it (the ``"keep"`` policy for a whole
-        labels image, e.g. automatic results).
-        """
-        existing = self.read_plane(plane)
-        new = np.where(existing > 0, existing, np.asarray(labels)).astype(np.uint32)
-        self.write_plane(plane, new)
-        return new
+        return self._apply(key, change)
 
-    def _mark_written(self, key: tuple[int, ...]) -> None:
-        meta = self.provenance
-        planes = {tuple(p) for p in meta.get("planes", [])}
-        if key not in planes:
-            planes.add(key)
-            meta["planes"] = sorted(list(p) for p in planes)
-            self._set_attrs(meta)
+    def write_region(self, index: tuple, values: Any) -> None:
+        """Write ``values`` at ``index`` (a region of any planes; napari's brush and fill)."""
+        self._check_writable()
+        for key, change in plane_updates(self, index, values):
+            self._apply(key, change)
+
+    # -- history ------------------------------------------------------------------------------
+    def history(self) -> list[OpRecord]:
+        """Every operation the log knows, oldest first (all writers)."""
+        st = self._state()
+        return [st.ops[i] for i in st.order]
+
+    def undo(self) -> Any:
+        """Undo this writer's last operation: an :class:`~.history.UndoResult`, or None when
+        there is nothing to undo (see :mod:`.history` for the rules)."""
+        return history.undo(self)
+
+    def redo(self) -> Any:
+        """Redo what this writer undid last: an :class:`~.history.UndoResult`, or None."""
+        return history.redo(self)
+
+    def as_array(self) -> Any:
+        """An array view whose writes go through the store (for napari Labels layers)."""
+        return StoreArray(self)
+
+    def written_planes(self) -> list[tuple[int, ...]]:
+        """Planes written so far, sorted."""
+        if self._v1_attrs is not None:
+            return sorted(tuple(p) for p in self._v1_attrs.get("planes", []))
+        return sorted(self._state().planes)
+
+    def all_planes(self) -> list[tuple[int, ...]]:
+        return list(iter_keys(self.shape[:-2]))
 
     def __repr__(self) -> str:
         return f"<LabelsStore {self.path} shape={self.shape}>"
+
