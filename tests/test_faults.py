@@ -182,20 +182,21 @@ def test_disk_full_on_commit_is_reported(tmp_path, monkeypatch):
     # Chunk files unchanged (the provenance may have been written before the chunk failed).
     assert {k: v for k, v in after.items() if k.startswith("c/")} == \
         {k: v for k, v in before.items() if k.startswith("c/")}
-    assert not s.undo()  # the failed commit was not recorded as undoable
+    failed = [op for op in s.labels.history() if op.kind == "commit"][-1]
+    assert failed.status == "rolled back" and "plane (7,)" in failed.what
+    undone = s.undo()  # the failed commit is no undo step: undo reaches the earlier work
+    assert undone is None or "plane (7,)" not in undone.op.what
 
 
 def test_disk_full_while_writing_provenance_is_reported(tmp_path, monkeypatch):
     store = prepared_store(tmp_path / "l.zarr")
-    real_put = local._put
+    from napari_segany.storage import log as store_log
 
-    def put(path, value, exclusive=False):
-        if Path(path).name == "zarr.json":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real_put(path, value, exclusive=exclusive)
+    def full(self, *records):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
 
-    monkeypatch.setattr(local, "_put", put)
-    with pytest.raises(LabelsStoreIOError, match=r"provenance attributes of the labels store"):
+    monkeypatch.setattr(store_log.EventLog, "append", full)
+    with pytest.raises(LabelsStoreIOError, match=r"object registry of the labels store"):
         store.set_object(4, class_name="x")
     with pytest.raises(LabelsStoreIOError, match="l.zarr"):
         Session(volume(), RuleBackend(), labels=store.path)

@@ -282,7 +282,7 @@ def test_propagate_on_2d_and_commit_of_wrong_shape(tmp_path, sam):
         s.propagate(_prompts((), 1, ObjectPrompt(points=[[5, 5]])))
     with pytest.raises(LabelsStoreError, match=r"mask of shape \(3, 3\)"):
         s.commit(Segmentation((), 1, np.ones((3, 3), bool), 1.0, None))
-    with pytest.raises(LabelsStoreError, match="object ids start at 1"):
+    with pytest.raises(LabelsStoreError, match="object ids are integers from 1"):
         s.commit(Segmentation((), 1, np.ones((40, 50), bool), 1.0, None), obj_id=0)
     assert snapshot(tmp_path) == before
 

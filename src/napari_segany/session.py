@@ -10,8 +10,10 @@ writes what they yield into its labels store. It never imports napari or Qt.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,10 @@ from .errors import BoxError, Cancelled
 from .intensity import Normalizer
 from .prompts import ObjectPrompt, PromptSet, check_in_plane
 from .propagate import SliceSettings, propagate_sam2, propagate_slicewise
-from .storage.cache import EmbeddingCache
+from .storage.cache import EmbeddingCache, data_fingerprint
 from .storage.embeddings import PlaneEmbeddings
-from .storage.labels import LabelsStore
+from .storage.history import UndoResult
+from .storage.labels import LabelsStore, check_object_id
 from .tiling import TiledEmbeddings
 
 __all__ = ["Session", "Segmentation"]
@@ -43,6 +46,15 @@ def _settings_json(settings: Any) -> Any:
         return {k: (v if v == v and abs(v) != float("inf") else str(v))
                 if isinstance(v, float) else v for k, v in asdict(settings).items()}
     return str(settings)
+
+
+def _span(planes: list[tuple[int, ...]], axis: int) -> str:
+    pos = sorted({p[axis] for p in planes})
+    if len(planes) == 1:
+        return f"plane {planes[0]}"
+    if pos == list(range(pos[0], pos[-1] + 1)) and len(pos) == len(planes):
+        return f"planes {pos[0]}–{pos[-1]}"
+    return f"{len(planes)} planes"
 
 
 @dataclass
@@ -72,14 +84,19 @@ class Session:
         The last axis of ``image`` holds RGB(A) channels.
     labels : str, path or LabelsStore, optional
         Where committed objects are written; created (or reopened) with the image's shape.
-    cache : str or path, optional
+    cache : str, path or EmbeddingCache, optional
         An on-disk embedding cache (:class:`~napari_segany.storage.EmbeddingCache`): plane
         embeddings are computed once and reused by interactive prompting, propagation and
-        later sessions. A cache made for other data, model or normalisation is refused.
+        later sessions. A cache made for other data, model or normalisation is refused
+        before the labels store is opened or created.
     max_cached_embeddings : int
         Plane embeddings kept in memory (least recently used are dropped).
-    history : int
-        Number of commits that can be undone.
+    history : int, optional
+        Operations whose undo history the labels store keeps (default: the store's, 200).
+
+    Every write to the labels store is one operation of the store's history (a commit, a
+    propagation, segment everything, boxes to masks): :meth:`undo` reverts the last one
+    pixel-wise, :meth:`redo` re-applies it, also after the store was closed and reopened.
     """
 
     def __init__(
@@ -90,9 +107,9 @@ class Session:
         normalizer: Normalizer | None = None,
         rgb: bool = False,
         labels: str | os.PathLike | LabelsStore | None = None,
-        cache: str | os.PathLike | None = None,
+        cache: str | os.PathLike | EmbeddingCache | None = None,
         max_cached_embeddings: int = 8,
-        history: int = 50,
+        history: int | None = None,
     ) -> None:
         if not (hasattr(image, "shape") and hasattr(image, "__getitem__")):
             raise TypeError(
@@ -106,14 +123,17 @@ class Session:
             raise ValueError(
                 f"need an image with 2 or more non-empty axes, got shape {image.shape}")
         self.shape = shape
+        if history is not None and (isinstance(history, bool) or not isinstance(history, int)
+                                    or history < 1):
+            raise ValueError(f"history must be a number of operations >= 1, got {history!r}")
+        self._history = history
         self.backend = backend
         self.normalizer = normalizer or Normalizer.fit(image, rgb=rgb)
-        self._undo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
-        self._redo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
-        self._history = int(history)
         self.cache: EmbeddingCache | None = None
         new_cache = None
-        if cache is not None:  # first: a refused cache must leave the labels store untouched
+        if isinstance(cache, EmbeddingCache):
+            self.cache = cache
+        elif cache is not None:  # first: a refused cache must leave the labels store untouched
             if not Path(cache).exists():
                 new_cache = Path(cache)
             self.cache = EmbeddingCache(cache, backend=backend, normalizer=self.normalizer,
@@ -129,17 +149,36 @@ class Session:
             raise
 
     def _open_labels(self, labels: Any, backend: Backend) -> None:
-        if labels is not None:
-            self.labels = (
-                labels if isinstance(labels, LabelsStore)
-                else LabelsStore.open_or_create(labels, self.shape)
-            )
-            if self.labels.shape != self.shape:
-                raise ValueError(
-                    f"labels of shape {self.labels.shape} do not fit the image shape {self.shape}"
-                )
-            self.labels.update_provenance(model=backend.signature(),
-                                          normalization=self.normalizer.to_dict())
+        if labels is None:
+            return
+        store = (labels if isinstance(labels, LabelsStore)
+                 else LabelsStore.open_or_create(labels, self.shape))
+        if store.shape != self.shape:
+            raise ValueError(
+                f"labels of shape {store.shape} do not fit the image shape {self.shape}")
+        self.labels = store
+        if self._history is not None:
+            store.history_ops = self._history
+        fingerprint = (self.cache.signature["fingerprint"] if self.cache is not None
+                       else data_fingerprint(self.image, rgb=self.rgb))
+        earlier = [r["image"] for r in store.provenance.get("runs", []) if r.get("image")]
+        if earlier and earlier[-1] != fingerprint:
+            warnings.warn(f"the labels store {store.path} was written for another image of the "
+                          f"same shape {self.shape} (its pixels differ); the new image is "
+                          "recorded in the store's provenance", stacklevel=3)
+        store.update_provenance(model=backend.signature(),
+                                normalization=self.normalizer.to_dict(), image=fingerprint)
+
+    def close(self) -> None:
+        """Stop writing the labels store (its history stays for the next session)."""
+        if self.labels is not None:
+            self.labels.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # -- planes ---------------------------------------------------------------------------------
     @property
@@ -237,35 +276,35 @@ class Session:
         class_name: str | None = None,
         overlap: str = "keep",
     ) -> int:
-        """Write a segmentation into the labels store as object ``obj_id``; returns the id."""
+        """Write a segmentation into the labels store as object ``obj_id``; returns the id.
+
+        One operation of the store's history (undone by :meth:`undo`).
+        """
+        if not isinstance(seg, Segmentation):
+            raise TypeError(f"commit takes a Segmentation (from Session.segment), got "
+                            f"{type(seg).__name__}")
         store = self._require_labels()
-        oid = int(obj_id if obj_id is not None else seg.obj_id)
-        before = store.read_plane(seg.plane)
-        after = store.paint(seg.plane, seg.mask, oid, overlap=overlap)
-        info = {"class_name": class_name} if class_name else {}
-        store.set_object(oid, **info)
-        self._undo.append((seg.plane, before, after))
-        del self._undo[: -self._history]
-        self._redo.clear()
+        oid = check_object_id(obj_id if obj_id is not None else seg.obj_id)
+        where = seg.plane or "(2D)"
+        with store.operation("commit", f"commit of object {oid} on plane {where}"):
+            store.paint(seg.plane, seg.mask, oid, overlap=overlap)
+            store.set_object(oid, **({"class_name": class_name} if class_name else {}))
         return oid
 
-    def undo(self) -> bool:
-        """Restore the plane changed by the last commit; False when there is nothing to undo."""
-        if not self._undo:
-            return False
-        plane, before, after = self._undo.pop()
-        self._require_labels().write_plane(plane, before)
-        self._redo.append((plane, before, after))
-        return True
+    def undo(self) -> UndoResult | None:
+        """Undo the last operation on the labels store (a commit, a propagation, segment
+        everything, boxes, a napari edit, ...), pixel-wise.
 
-    def redo(self) -> bool:
-        """Re-apply the last undone commit; False when there is nothing to redo."""
-        if not self._redo:
-            return False
-        plane, before, after = self._redo.pop()
-        self._require_labels().write_plane(plane, after)
-        self._undo.append((plane, before, after))
-        return True
+        Only pixels that still hold what the operation wrote go back; pixels changed since
+        stay, and the result says how many. Returns an
+        :class:`~napari_segany.storage.UndoResult` (its ``message`` says what was undone),
+        or None when there is nothing to undo (or no labels store).
+        """
+        return None if self.labels is None else self.labels.undo()
+
+    def redo(self) -> UndoResult | None:
+        """Re-apply exactly what the last :meth:`undo` reverted (None: nothing to redo)."""
+        return None if self.labels is None else self.labels.redo()
 
     # -- propagation ------------------------------------------------------------------------------
     def propagate(
@@ -346,17 +385,23 @@ class Session:
         }
         written: dict[int, list[tuple[int, ...]]] = {}
         done_planes: set[tuple[int, ...]] = set()
-        for res in results:
-            if provenance:  # only once the prompts proved valid: bad input changes nothing
-                store.update_provenance(**provenance)
-                provenance = {}
-            store.paint(res.plane, res.mask, res.obj_id, overlap="keep")
-            store.set_object(res.obj_id)
-            written.setdefault(res.obj_id, []).append(res.plane)
-            if res.plane not in done_planes:
-                done_planes.add(res.plane)
-                if progress is not None:
-                    progress(min(len(done_planes), total), total)
+        ids = prompts.object_ids()
+        what = f"propagation of object{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+        results = iter(results)
+        first = next(results, None)  # the prompts are checked here: bad input writes nothing
+        if first is None:
+            return written
+        store.update_provenance(**provenance)
+        with store.operation("propagate", what) as op:
+            for res in itertools.chain([first], results):
+                store.paint(res.plane, res.mask, res.obj_id, overlap="keep")
+                store.set_object(res.obj_id)
+                written.setdefault(res.obj_id, []).append(res.plane)
+                if res.plane not in done_planes:
+                    done_planes.add(res.plane)
+                    if progress is not None:
+                        progress(min(len(done_planes), total), total)
+                    op.what = f"{what} ({method}) on {_span(sorted(done_planes), ax)}"
         return written
 
     def _check_prompts(self, prompts: Any) -> None:
@@ -446,6 +491,8 @@ class Session:
         store.update_provenance(auto={"settings": s.to_dict(), "axis": axis, "planes": planes,
                                       "link": bool(link), "link_iou": float(link_iou),
                                       "tiling": tiled.tiling if tiled is not None else None})
+        what = "segment everything" + (f" on plane {keys[0] or '(2D)'}" if len(keys) == 1 else
+                                       f" on {len(keys)} planes")
         linker = PlaneLinker(min_iou=float(link_iou), next_id=store.next_object_id())
         ax = axis % len(keys[0]) if keys and keys[0] else 0
         written: list[tuple[int, ...]] = []
@@ -454,19 +501,21 @@ class Session:
         results = auto_planes(self, keys, settings=s, tiled=tiled, progress=progress,
                               cancel=cancel)
         try:
-            for n, (key, labels) in enumerate(results):
-                existing = store.read_plane(key)
-                linker.next_id = max(linker.next_id, int(existing.max()) + 1)
-                group = key[:ax] + key[ax + 1:] if link else n
-                linked = linker(labels, group)
-                fresh = [int(i) for i in np.unique(linked[existing == 0])
-                         if i and int(i) not in seen]
-                seen.update(fresh)
-                store.merge_plane(key, linked)
-                if fresh:
-                    store.set_objects({i: {"source": "auto"} for i in fresh})
-                    new_ids += fresh
-                written.append(key)
+            with store.operation("auto", what):
+                for n, (key, labels) in enumerate(results):
+                    existing = store.read_plane(key)
+                    linker.next_id = max(linker.next_id, int(existing.max()) + 1,
+                                         store.next_object_id())
+                    group = key[:ax] + key[ax + 1:] if link else n
+                    linked = linker(labels, group)
+                    fresh = [int(i) for i in np.unique(linked[existing == 0])
+                             if i and int(i) not in seen]
+                    seen.update(fresh)
+                    store.merge_plane(key, linked)
+                    if fresh:
+                        store.set_objects({i: {"source": "auto"} for i in fresh})
+                        new_ids += fresh
+                    written.append(key)
         except Cancelled:
             return AutoResult(written, new_ids, cancelled=True)
         return AutoResult(written, new_ids)
@@ -523,9 +572,11 @@ class Session:
         if tiled is not None and tuple(tiled.plane_shape) != tuple(self.shape[-2:]):
             raise ValueError("the tiled embeddings belong to an image of another shape")
         explicit = table.ids[table.ids > 0]
-        first = max(store.next_object_id(), int(explicit.max()) + 1 if explicit.size else 1)
         id_arr = table.ids.copy()
-        id_arr[id_arr == 0] = first + np.arange(int((id_arr == 0).sum()))
+        need = int((id_arr == 0).sum())
+        if need:  # new ids, allocated under the store's lock (safe with other writers)
+            id_arr[id_arr == 0] = store.reserve_object_ids(
+                need, above=int(explicit.max()) if explicit.size else 0)
         results = box_planes(self, table, id_arr, tiled=tiled, chunk_size=chunk_size,
                              overlap=overlap, multimask=multimask, progress=progress,
                              cancel=cancel)
@@ -536,18 +587,19 @@ class Session:
         areas = np.zeros(n, np.int64)
         written: list[tuple[int, ...]] = []
         try:
-            for key, rows, labels, row_scores in results:
-                scores[rows] = row_scores
-                plane_labels = store.merge_plane(key, labels)
-                counts = np.bincount(plane_labels.ravel(), minlength=int(id_arr.max()) + 1)
-                areas[rows] = counts[id_arr[rows]]
-                infos: dict[int, dict[str, Any]] = {}
-                for r in rows:
-                    info = infos.setdefault(int(id_arr[r]), {"source": "boxes"})
-                    if table.classes[r] is not None:
-                        info["class_name"] = table.classes[r]
-                store.set_objects(infos)
-                written.append(key)
+            with store.operation("boxes", f"boxes to masks ({n} box{'es' if n != 1 else ''})"):
+                for key, rows, labels, row_scores in results:
+                    scores[rows] = row_scores
+                    plane_labels = store.merge_plane(key, labels)
+                    counts = np.bincount(plane_labels.ravel(), minlength=int(id_arr.max()) + 1)
+                    areas[rows] = counts[id_arr[rows]]
+                    infos: dict[int, dict[str, Any]] = {}
+                    for r in rows:
+                        info = infos.setdefault(int(id_arr[r]), {"source": "boxes"})
+                        if table.classes[r] is not None:
+                            info["class_name"] = table.classes[r]
+                    store.set_objects(infos)
+                    written.append(key)
         except Cancelled:
             return BoxesResult(id_arr, scores, areas, written, cancelled=True)
         return BoxesResult(id_arr, scores, areas, written)

@@ -329,8 +329,12 @@ def test_zarr_copy(tmp_path, store):
     export_zarr(store, tmp_path / "copy.zarr")
     copy = LabelsStore.open(tmp_path / "copy.zarr")
     assert np.array_equal(copy.array[...], store.array[...])
-    assert copy.provenance == store.provenance
+    got, want = copy.provenance, store.provenance
+    for key in ("objects", "planes", "chunks", "source"):
+        assert got.get(key) == want.get(key), key
+    assert got.get("copied_runs", []) == want["runs"]  # the source's runs are kept
     assert copy.array.chunks == store.array.chunks
+    assert [op.kind for op in copy.history()] == ["import"]
 
 
 def test_zarr_from_array(tmp_path):

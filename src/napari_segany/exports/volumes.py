@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
-from ..storage.labels import ATTRS_KEY, FORMAT_VERSION
+from ..storage.labels import LabelsStore
 from .common import ExportError, _check_target, _Labels, _smallest_uint, _target
 
 _IMAGEJ_AXES = "TZCYX"
@@ -248,11 +247,12 @@ def export_nifti(
 
 # ------------------------------------------------------------------------------ zarr
 def export_zarr(labels: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Copy labels into a new zarr v3 labels store, plane by plane.
+    """Copy labels into a new napari-segany labels store, plane by plane.
 
-    The copy is a :class:`~napari_segany.labels.LabelsStore` (uint32, one chunk per plane,
-    empty planes not stored) with the source's provenance attributes, so it reopens with
-    ``LabelsStore.open``.
+    The copy is a :class:`~napari_segany.storage.LabelsStore` (uint32, chunked like the
+    source store, empty planes not stored) with the source's object registry and the
+    latest provenance fields, so it reopens with ``LabelsStore.open``. Its history starts
+    empty: the copy is one ``import`` operation.
 
     Parameters
     ----------
@@ -267,26 +267,29 @@ def export_zarr(labels: Any, path: str | os.PathLike, *, overwrite: bool = False
     Path
         ``path``.
     """
-    import zarr
-
-
     lab = _Labels(labels)
     limit = np.iinfo(np.uint32).max
-    meta = lab.provenance or {"format": FORMAT_VERSION, "version": __version__,
-                              "objects": {}, "planes": []}
-    written: list[list[int]] = []
+    prov = dict(lab.provenance or {})
+    objects = {int(k): dict(v) for k, v in prov.pop("objects", {}).items()}
+    written = {tuple(p) for p in prov.get("planes", [])}
+    fields = {k: v for k, v in prov.items()
+              if k not in ("format", "version", "chunks", "planes", "runs", "log")}
+    if prov.get("runs"):  # the source's own history of runs, kept as one field
+        fields["copied_runs"] = prov["runs"]
+    tile = lab.store.chunks[-1] if lab.store is not None else None
     with _target(path, overwrite, lab) as tmp:
-        arr = zarr.create_array(store=str(tmp), shape=lab.shape,
-                                chunks=(1,) * len(lab.lead) + lab.shape[-2:], dtype="uint32",
-                                fill_value=0, zarr_format=3)
-        for key, plane in lab.planes():
-            if plane.size and int(plane.max()) > limit:
-                raise ExportError(f"plane {key} holds id {int(plane.max())}, above uint32")
-            if plane.any():
-                arr[key if key else ...] = plane.astype(np.uint32)
-                written.append(list(key))
-        if not lab.provenance:
-            meta["planes"] = written
-            meta["objects"] = {}
-        arr.attrs[ATTRS_KEY] = meta
+        out = LabelsStore.create(tmp, lab.shape, provenance=fields or None,
+                                 chunk_size=max(tile, 16) if tile else None)
+        try:
+            with out.operation("import", f"copy of {lab.path or 'an array'}"):
+                for key, plane in lab.planes():
+                    if plane.size and int(plane.max()) > limit:
+                        raise ExportError(f"plane {key} holds id {int(plane.max())}, above "
+                                          "uint32")
+                    if plane.any() or key in written:
+                        out.write_plane(key, plane.astype(np.uint32))
+                if objects:
+                    out.set_objects(objects)
+        finally:
+            out.close()
     return Path(path)
