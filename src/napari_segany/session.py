@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._limits import check_known_shape, check_plane_pixels
 from ._planes import PlaneKey, check_axis, check_plane, check_range, plane_order
 from ._progress import Cancel, Progress
 from .auto import AutoResult, AutoSettings, PlaneLinker, auto_plane, auto_planes
@@ -116,6 +117,7 @@ class Session:
                 f"image must be an array (numpy, zarr, dask, ...), got {type(image).__name__}; "
                 "to open a file use napari_segany.Segmenter(path) or napari_segany.io.read_image"
             )
+        check_known_shape(image)
         self.image = image
         self.rgb = bool(rgb)
         shape = tuple(image.shape[:-1] if rgb else image.shape)
@@ -123,6 +125,8 @@ class Session:
             raise ValueError(
                 f"need an image with 2 or more non-empty axes, got shape {image.shape}")
         self.shape = shape
+        check_plane_pixels(shape, f"the image (shape {tuple(image.shape)})",
+                           itemsize=np.dtype(getattr(image, "dtype", np.uint8)).itemsize)
         if history is not None and (isinstance(history, bool) or not isinstance(history, int)
                                     or history < 1):
             raise ValueError(f"history must be a number of operations >= 1, got {history!r}")

@@ -177,6 +177,7 @@ class Prompting:
             return self.ctx.warn(f"Nothing to commit: add a point or a box for object {oid} on "
                               "this plane and wait for the preview.")
         name = self.ctx.ui.class_edit.text().strip() or None
+        self.ctx.end_stroke()
         try:
             self.ctx.session.commit(seg, obj_id=oid, class_name=name)
         except Exception as exc:
@@ -187,13 +188,22 @@ class Prompting:
                     f"{f' ({name})' if name else ''}. New object: N.")
 
     def undo(self) -> None:
-        if self.ctx.ready("Undo"):
-            done = self.ctx.session.undo()
-            self.ctx.layers.refresh_output()
-            self.ctx.status("Undid the last commit." if done else "Nothing to undo.")
+        """Undo the last operation of any kind (a commit, a propagation, an edit, ...)."""
+        self._history("undo")
 
     def redo(self) -> None:
-        if self.ctx.ready("Redo"):
-            done = self.ctx.session.redo()
-            self.ctx.layers.refresh_output()
-            self.ctx.status("Redid the commit." if done else "Nothing to redo.")
+        """Redo what the last undo reverted."""
+        self._history("redo")
+
+    def _history(self, action: str) -> None:
+        ctx = self.ctx
+        if not ctx.ready(action.capitalize()):
+            return
+        ctx.end_stroke()
+        try:
+            result = getattr(ctx.session, action)()
+        except Exception as exc:  # e.g. a full disk: say so, keep the widget usable
+            return ctx.error(f"Could not {action}: {exc}")
+        ctx.layers.refresh_output()
+        ctx.status(result.message if result else f"Nothing to {action}.")
+        self.schedule_refresh()  # the prompts are still there: show their preview again

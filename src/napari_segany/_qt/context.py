@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..session import Segmentation, Session
+from ..storage.array import StoreArray
 from .jobs import JobRunner
 from .layers import LayerSet
 from .panels import Controls
@@ -36,6 +37,13 @@ class Context:
         self.session: Session | None = None
         self.layers: LayerSet | None = None
         self.preview: Segmentation | None = None
+        #: The output layer's data: the store as an array whose writes are operations.
+        self.labels_view: StoreArray | None = None
+
+    def end_stroke(self) -> None:
+        """Close an open napari edit of the labels layer (before another operation)."""
+        if self.labels_view is not None:
+            self.labels_view.end_stroke()
 
     def status(self, text: str) -> None:
         self.ui.status_label.setText(text)
@@ -59,4 +67,5 @@ class Context:
         if self.jobs.busy:
             self.warn(f"{self.jobs.title} is running; wait for it or press Cancel.")
             return False
+        self.end_stroke()  # a napari edit in progress ends before another operation
         return True

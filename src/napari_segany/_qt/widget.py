@@ -9,6 +9,7 @@ undo), :class:`~._long_jobs.LongJobs` (propagation, precompute, progress, cancel
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import weakref
@@ -247,7 +248,11 @@ class SegmentAnythingWidget(QWidget):
         self.ctx.session = session
         self.ctx.layers = layers = LayerSet(self.viewer, image, session.shape)
         store = session.labels
-        layers.show_output(store.array, {"napari_segany_store": str(store.path)})
+        view = self.ctx.labels_view = store.as_array()
+        view.group_strokes = True  # one napari brush stroke, fill or erasure: one operation
+        output = layers.show_output(view, {"napari_segany_store": str(store.path)})
+        output.events.paint.connect(self._on_paint)
+        _bind_history_keys(self, output)
         layers.points.events.data.connect(self.prompting.on_prompt_data)
         layers.boxes.events.data.connect(self.prompting.on_box_data)
         _bind_keys(self, layers.points, toggle=True)
@@ -264,8 +269,17 @@ class SegmentAnythingWidget(QWidget):
                     f"'{layers.boxes.name}'.")
         self.prompting.schedule_refresh()
 
+    def _on_paint(self, event: Any = None) -> None:
+        """napari finished one edit of the labels layer: it becomes one operation."""
+        self.ctx.end_stroke()
+
     def _end_session(self, reason: str | None) -> None:
         ctx = self.ctx
+        ctx.end_stroke()
+        if ctx.layers is not None and ctx.layers.output is not None:
+            with contextlib.suppress(Exception):
+                ctx.layers.output.events.paint.disconnect(self._on_paint)
+        ctx.labels_view = None
         if ctx.layers is not None:
             ctx.layers.points.events.data.disconnect(self.prompting.on_prompt_data)
             ctx.layers.boxes.events.data.disconnect(self.prompting.on_box_data)
@@ -301,6 +315,25 @@ def _writable(folder: Path) -> bool:
     import os
 
     return os.access(folder, os.W_OK)
+
+
+def _bind_history_keys(widget: SegmentAnythingWidget, layer: Any) -> None:
+    """Ctrl+Z / Ctrl+Shift+Z on the labels layer: the session's undo and redo (every kind of
+    operation, pixel-wise), instead of the layer's own history of its edits only."""
+    ref = weakref.ref(widget)
+
+    def undo(_layer: Any) -> None:
+        w = ref()
+        if w is not None:
+            w.prompting.undo()
+
+    def redo(_layer: Any) -> None:
+        w = ref()
+        if w is not None:
+            w.prompting.redo()
+
+    layer.bind_key("Control-Z", undo, overwrite=True)
+    layer.bind_key("Control-Shift-Z", redo, overwrite=True)
 
 
 def _bind_keys(widget: SegmentAnythingWidget, layer: Any, *, toggle: bool) -> None:

@@ -16,11 +16,15 @@ __all__ = ["parse_points", "parse_labels", "parse_box", "parse_floats", "parse_r
 
 def parse_points(text: str) -> np.ndarray:
     """``"x,y;x,y"`` -> ``(N, 2)`` float array."""
+    parts = text.strip().rstrip(";").split(";")
+    if any(not pair.strip() for pair in parts):  # '1,2;;3,4': a point is missing
+        raise UsageError(f"malformed --points {text!r}: an empty point between ';'; expected "
+                         "'x,y;x,y'")
     try:
-        pts = [[float(v) for v in pair.split(",")] for pair in text.split(";") if pair.strip()]
+        pts = [[float(v) for v in pair.split(",")] for pair in parts]
     except ValueError:
         raise UsageError(f"malformed --points {text!r}; expected 'x,y;x,y'") from None
-    if not pts or any(len(p) != 2 for p in pts):
+    if not pts or any(len(p) != 2 for p in pts) or not np.all(np.isfinite(pts)):
         raise UsageError(f"malformed --points {text!r}; expected 'x,y;x,y'")
     return np.array(pts, dtype=float)
 
@@ -76,7 +80,7 @@ def parse_range(text: str, size: int) -> tuple[int, int]:
 
 
 _NUMERIC_OPTIONS = {"--window", "--box", "--points", "--percentiles", "--spacing",
-                    "--min-score", "--channel-axis", "--axis"}
+                    "--min-score", "--channel-axis", "--axis", "--input_point", "--input_box"}
 
 
 def join_negative_values(argv: list[str]) -> list[str]:

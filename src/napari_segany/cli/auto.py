@@ -21,10 +21,10 @@ from ._common import (
     add_intensity_options,
     add_model_options,
     add_tiling_options,
+    check_output,
     check_tiling,
     load_backend,
-    open_store,
-    open_store_early,
+    open_outputs,
     prepare_image,
     random_note,
     tiled_embeddings,
@@ -108,14 +108,16 @@ def run(args: argparse.Namespace) -> int:
             max_overlap=args.max_overlap, use_m2m=args.m2m, generator=args.generator)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    open_store_early(args.out, shape, args.overwrite)
+    check_output(args.out, shape, overwrite=args.overwrite,
+                 inputs=(args.image, getattr(args, "boxes", None)))
 
     t0 = time.perf_counter()
     backend = load_backend(args)
     generator_kind(backend, settings)  # refuse bad generator/crop combinations early
     tiled = tiled_embeddings(args, image, rgb, shape, backend, normalizer)
-    store = open_store(args.out, shape, args.overwrite)
-    session = tiled_session(args, image, rgb, backend, normalizer, store, tiled)
+    cache, store = open_outputs(args, args.out, shape, image=image, rgb=rgb,
+                                normalizer=normalizer, backend=backend, cache=tiled is None)
+    session = tiled_session(args, image, rgb, backend, normalizer, store, tiled, cache)
     store.update_provenance(source=source)
     with Progress("segmenting everything", quiet=args.quiet, unit="batch") as bar:
         result = session.auto_segment(planes=planes, axis=axis, settings=settings,

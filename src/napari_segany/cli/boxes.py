@@ -19,10 +19,10 @@ from ._common import (
     add_intensity_options,
     add_model_options,
     add_tiling_options,
+    check_output,
     check_tiling,
     load_backend,
-    open_store,
-    open_store_early,
+    open_outputs,
     prepare_image,
     random_note,
     tiled_embeddings,
@@ -69,13 +69,15 @@ def run(args: argparse.Namespace) -> int:
     if args.default_class:
         table.classes = [c if c is not None else args.default_class for c in table.classes]
     check_tiling(args)
-    open_store_early(args.out, shape, args.overwrite)
+    check_output(args.out, shape, overwrite=args.overwrite,
+                 inputs=(args.image, getattr(args, "boxes", None)))
 
     t0 = time.perf_counter()
     backend = load_backend(args)
     tiled = tiled_embeddings(args, image, rgb, shape, backend, normalizer)
-    store = open_store(args.out, shape, args.overwrite)
-    session = tiled_session(args, image, rgb, backend, normalizer, store, tiled)
+    cache, store = open_outputs(args, args.out, shape, image=image, rgb=rgb,
+                                normalizer=normalizer, backend=backend, cache=tiled is None)
+    session = tiled_session(args, image, rgb, backend, normalizer, store, tiled, cache)
     store.update_provenance(source=source)
     with Progress("segmenting boxes", quiet=args.quiet, unit="box") as bar:
         result = session.segment_boxes(table, tiled=tiled, chunk_size=args.chunk_size,

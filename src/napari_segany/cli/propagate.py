@@ -21,11 +21,11 @@ from ._common import (
     add_prompt_options,
     build_normalizer,
     check_in_image,
+    check_output,
     check_plane_option,
     load_backend,
     load_image,
-    open_store,
-    open_store_early,
+    open_outputs,
     prompts_from_args,
     random_note,
     read_prompt_file,
@@ -112,21 +112,21 @@ def run(args: argparse.Namespace) -> int:
     settings = SliceSettings(prompt=args.slice_prompt, min_score=args.min_score,
                              min_area=args.min_area, max_area_ratio=args.max_area_ratio)
     normalizer = build_normalizer(args, image, rgb)
-    open_store_early(args.out, shape, args.overwrite)
+    check_output(args.out, shape, overwrite=args.overwrite, inputs=(args.image, args.prompts))
 
     t0 = time.perf_counter()
     backend = load_backend(args)
     if args.method == "sam2" and not supports_memory(backend):
         raise UsageError(f"--method sam2 needs a SAM2 model (e.g. --model sam2.1_hiera_tiny); "
                          f"{backend.name} is a {backend.family} model: use --method slice")
-    store = open_store(args.out, shape, args.overwrite)
-    if not user_ids:
-        start = store.next_object_id()
+    cache, store = open_outputs(args, args.out, shape, image=image, rgb=rgb,
+                                normalizer=normalizer, backend=backend)
+    if not user_ids:  # new ids, allocated safely with other writers of this store
         prompts = PromptSet()
-        for i, p in enumerate(objects):
-            prompts.add(plane, start + i, p)
+        for oid, p in zip(store.reserve_object_ids(len(objects)), objects, strict=True):
+            prompts.add(plane, oid, p)
     session = Session(image, backend, rgb=rgb, labels=store, normalizer=normalizer,
-                      cache=args.cache)
+                      cache=cache)
     store.update_provenance(source=source)
     with Progress(f"propagating ({args.method})", quiet=args.quiet) as bar:
         written = session.propagate(prompts, method=args.method, axis=axis, planes=planes,

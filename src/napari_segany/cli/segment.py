@@ -20,11 +20,11 @@ from ._common import (
     add_prompt_options,
     build_normalizer,
     check_in_image,
+    check_output,
     check_plane_option,
     load_backend,
     load_image,
-    open_store,
-    open_store_early,
+    open_outputs,
     prompts_from_args,
     random_note,
 )
@@ -75,16 +75,21 @@ def run(args: argparse.Namespace) -> int:
         check_in_image(p, shape[-2:], f"object {i + 1}")
     normalizer = build_normalizer(args, image, rgb)
     store_path = args.out / "labels.zarr"
-    open_store_early(store_path, shape, args.overwrite)
+    check_output(store_path, shape, overwrite=args.overwrite, inputs=(args.image,))
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; segment writes a folder (labels.zarr "
+                         "and overlay.png): choose another --out")
     t0 = time.perf_counter()
     backend = load_backend(args)
     t1 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    store = open_store(store_path, shape, args.overwrite)
+    _, store = open_outputs(args, store_path, shape, image=image, rgb=rgb,
+                            normalizer=normalizer, backend=backend, cache=False)
     session = Session(image, backend, rgb=rgb, labels=store, normalizer=normalizer)
     plane = session.check_plane(plane)
-    start_id = store.next_object_id()
-    segs = session.segment({start_id + i: p for i, p in enumerate(prompts)}, plane)
+    ids = store.reserve_object_ids(len(prompts))  # safe with other writers of this store
+    start_id = ids[0]
+    segs = session.segment(dict(zip(ids, prompts, strict=True)), plane)
     t2 = time.perf_counter()
     for seg in segs.values():
         session.commit(seg)

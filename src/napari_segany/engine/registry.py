@@ -166,13 +166,17 @@ def infer_arch(state_dict: dict[str, Any]) -> tuple[str, str]:
 
 
 def _family_of_arch(arch: str) -> str:
-    if arch in SAM_ARCHS and arch != "tiny":
+    if arch == "tiny":
+        raise ValueError("architecture 'tiny' is ambiguous for a checkpoint file: give the tiny "
+                         "model by name with the file, model='sam_tiny' or 'sam2_tiny' "
+                         "(--model sam_tiny --checkpoint FILE)")
+    if arch in SAM_ARCHS:
         return "sam"
-    if arch in SAM2_ARCHS and arch != "tiny":
+    if arch in SAM2_ARCHS:
         return "sam2"
-    raise ValueError(
-        f"unknown architecture {arch!r}; SAM: vit_b, vit_l, vit_h; SAM2: {sorted(SAM2_ARCHS)}"
-    )
+    sam2 = sorted(a for a in SAM2_ARCHS if a != "tiny")
+    raise ValueError(f"unknown architecture {arch!r}; SAM: vit_b, vit_l, vit_h; SAM2: "
+                     f"{', '.join(sam2)}")
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -235,10 +239,15 @@ def load_model(
         checkpoint, model = path, None
     elif path is not None:
         get_spec(str(model))  # raises the unknown-model error
+    if random_weights and checkpoint is not None:
+        raise ValueError("give a checkpoint (weights from a file) or random_weights=True "
+                         "(--random-weights), not both")
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {checkpoint}")
+        if model is None and arch:
+            _family_of_arch(arch)  # an unknown or ambiguous arch= before reading the file
         state_dict = W.load_state_dict(checkpoint)
         weights_id = "sha256:" + W.file_sha256(checkpoint)
         if model is None:

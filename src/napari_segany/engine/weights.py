@@ -320,11 +320,13 @@ def load_state_dict(
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError...
         msg = str(exc)
-        if not (
-            isinstance(exc, (pickle.UnpicklingError, RuntimeError))
-            and re.search(r"weights.only", msg, re.IGNORECASE)
-        ):
+        unsafe = (isinstance(exc, (pickle.UnpicklingError, RuntimeError))
+                  and re.search(r"weights.only", msg, re.IGNORECASE)
+                  and not re.search(r"Unsupported operand", msg))  # garbage, not objects
+        if not unsafe:
             first = (msg.strip().splitlines() or [""])[0].rstrip(".")
+            if re.search(r"Unsupported operand", msg):
+                first = "its bytes are not a checkpoint torch can parse"
             if len(first) > 200:
                 first = first[:199] + "…"
             raise CheckpointError(
@@ -332,7 +334,7 @@ def load_state_dict(
                 f"{type(exc).__name__}: {first}. If it was downloaded, delete it and download "
                 f"it again; if it is your own file, save it again from the model."
             ) from exc
-        why = re.search(r"Unsupported (?:global: GLOBAL \S+|operand \S+)", msg)
+        why = re.search(r"Unsupported global: GLOBAL \S+", msg)
         raise CheckpointError(
             f"refusing to load {path}: it contains Python objects other than tensors "
             f"(weights_only=True{'; ' + why[0] if why else ''}). Such a file can run "

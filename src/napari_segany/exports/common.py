@@ -6,7 +6,9 @@ of output targets (see :mod:`napari_segany.exports`); targets are written throug
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,5 +105,14 @@ def _check_target(path: str | os.PathLike, overwrite: bool, labels: _Labels) -> 
 @contextlib.contextmanager
 def _target(path: str | os.PathLike, overwrite: bool, labels: _Labels) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; move it to ``path`` when the block succeeds."""
-    with replacing(_check_target(path, overwrite, labels)) as tmp:
-        yield tmp
+    target = _check_target(path, overwrite, labels)
+    with replacing(target) as tmp:
+        try:
+            yield tmp
+        except OSError as exc:  # a full disk, a read-only folder: name the file, say what to do
+            short = re.search(r"\d+ requested and \d+ written", str(exc))
+            why = ("the disk is full" if short or exc.errno == errno.ENOSPC
+                   else exc.strerror or str(exc))
+            raise OSError(exc.errno or (errno.ENOSPC if short else None),
+                          f"could not write {target}: {why} (nothing was written there; free "
+                          "some disk space or choose another output, and export again)") from exc

@@ -281,6 +281,12 @@ def export_coco(
                 "bbox": [float(v) for v in mask_utils.toBbox(rle)],
                 "iscrowd": 0, "object_id": oid,
             })
+    given = set(class_names) if class_names is not None and not isinstance(class_names, str) \
+        else set()
+    missing = sorted(int(k) for k in given - {a["object_id"] for a in annotations})
+    if missing:
+        raise ExportError(f"class names were given for object(s) {missing}, which the labels do "
+                          "not hold; check the ids (e.g. --class-name 3=nucleus)")
     if not categories:
         categories[default] = 1
     doc = {

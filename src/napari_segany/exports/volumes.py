@@ -136,12 +136,18 @@ def export_tiff(
 def _nifti_affine(lab: _Labels, affine: Any, sp: tuple[float, ...] | None) -> np.ndarray:
     if affine is None:
         src = lab.source()
+        if src.get("format") == "nifti" and src.get("affine") is None and sp is None:
+            raise ExportError("the source NIfTI's affine was not usable (NaN or infinite values "
+                              "in its header), so the labels' position in space is unknown; "
+                              "pass reference=IMAGE.nii (--reference) or affine=")
         if src.get("affine") is not None and len(src.get("spacing") or lab.shape) == len(lab.shape):
             affine = src["affine"]
     if affine is not None:
         m = np.asarray(affine, dtype=np.float64)
         if m.shape != (4, 4) or not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-12:
-            raise ExportError(f"affine must be an invertible, finite 4x4 matrix, got {m.tolist()}")
+            raise ExportError(f"affine must be an invertible, finite 4x4 matrix, got {m.tolist()}; "
+                              "pass reference=IMAGE.nii (--reference) to take the header and "
+                              "affine of the source image instead")
         return m
     zooms = list(sp[::-1][:3]) if sp is not None else []
     return np.diag(zooms + [1.0] * (3 - len(zooms)) + [1.0])

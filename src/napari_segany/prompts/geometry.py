@@ -9,6 +9,7 @@ Coordinate conventions and the clipping policy are described in
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import MAX_OBJECT_ID
 from ..errors import PromptError
 
 _EDGE_TOL = 1e-6  # pixels of slack for floating-point error at the half-pixel border
@@ -155,9 +157,9 @@ def _parse_labels(labels: Any, n: int) -> np.ndarray:
 
 def _object_id(v: Any, where: str = "") -> int:
     ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
-    if not (ok and float(v).is_integer() and v >= 1):
-        raise PromptError(f"object id {v}{where} is invalid; ids must be integers >= 1 "
-                          "(0 is background)")
+    if not (ok and math.isfinite(v) and float(v).is_integer() and 1 <= v <= MAX_OBJECT_ID):
+        raise PromptError(f"object id {v}{where} is invalid; ids must be integers from 1 to "
+                          f"{MAX_OBJECT_ID} (0 is background)")
     return int(v)
 
 

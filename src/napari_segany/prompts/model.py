@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import MAX_POINTS
 from .._planes import plane_key
 from ..errors import PromptError
 from .geometry import _object_id, _parse_labels
@@ -46,6 +47,11 @@ class ObjectPrompt:
         pts = pts.reshape(0, 2) if pts.size == 0 else pts
         if pts.ndim != 2 or pts.shape[1] != 2 or not np.all(np.isfinite(pts)):
             raise PromptError(f"ObjectPrompt points must be finite (N, 2) (x, y), got {pts.shape}")
+        if len(pts) > MAX_POINTS:
+            raise PromptError(
+                f"an object's prompt holds {len(pts)} points; at most {MAX_POINTS} per object "
+                "(SAM's decoder attends over every pair of points, so memory grows with the "
+                "square of their number): use fewer points, or a box")
         self.points, self.labels = pts, _parse_labels(self.labels, len(pts))
         if self.box is not None:
             b = np.array(self.box, dtype=np.float64).ravel()
@@ -187,15 +193,31 @@ class PromptSet:
         if not isinstance(data, dict) or data.get("format") != _FORMAT or data.get("version") != 1:
             raise PromptError(f"not a {_FORMAT} version 1 dictionary (made by PromptSet.to_dict)")
         out = cls()
-        try:
-            for plane in data["planes"]:
-                for o in plane["objects"]:
-                    m = o.get("mask")
+        planes = data.get("planes")
+        if not isinstance(planes, list):
+            raise PromptError(f"malformed {_FORMAT} dictionary: 'planes' must be a list")
+        for n, plane in enumerate(planes):
+            where = f"planes[{n}]"
+            if not isinstance(plane, dict) or not isinstance(plane.get("objects"), list):
+                raise PromptError(f"malformed {_FORMAT} dictionary: {where} must be "
+                                  "{'plane': [...], 'objects': [...]}")
+            for k, o in enumerate(plane["objects"]):
+                at = f"{where}.objects[{k}]"
+                if not isinstance(o, dict):
+                    raise PromptError(f"malformed {_FORMAT} dictionary: {at} is not an object")
+                m = o.get("mask")
+                if m is not None and not (isinstance(m, dict) and "data" in m and "dtype" in m):
+                    raise PromptError(f"malformed {_FORMAT} dictionary: {at}.mask must be "
+                                      "{'dtype': ..., 'data': [[...]]} (as to_dict writes it)")
+                try:
                     mask = None if m is None else np.asarray(m["data"], dtype=m["dtype"])
-                    pts = np.asarray(o["points"], dtype=np.float64)
-                    out.add(plane["plane"], o["id"], ObjectPrompt(pts, o["labels"], o["box"], mask))
-        except (KeyError, TypeError) as exc:
-            raise PromptError(f"malformed {_FORMAT} dictionary: missing or bad {exc}") from exc
+                    pts = np.asarray(o.get("points", []), dtype=np.float64)
+                    prompt = ObjectPrompt(pts, o.get("labels"), o.get("box"), mask)
+                    out.add(plane.get("plane"), o.get("id"), prompt)
+                except PromptError as exc:
+                    raise PromptError(f"{at}: {exc}") from None
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise PromptError(f"malformed {_FORMAT} dictionary at {at}: {exc}") from exc
         return out
 
 

@@ -91,9 +91,12 @@ class StoreArray:
     Reading slices reads the zarr array; writing goes through the store as operations.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, group_strokes: bool = False) -> None:
         self.store = store
         self._stroke: Any = None
+        #: Begin a stroke at the first write and keep it open until :meth:`end_stroke`
+        #: (the dock widget ends it at the Labels layer's ``paint`` event).
+        self.group_strokes = bool(group_strokes)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -126,6 +129,8 @@ class StoreArray:
         return np.asarray(self.store.array[index])
 
     def __setitem__(self, index: Any, values: Any) -> None:
+        if self.group_strokes and self._stroke is None:
+            self.begin_stroke("napari edit of the labels layer")
         self.store.write_region(index, values)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

@@ -253,7 +253,7 @@ def recover(store: Any) -> list[OpRecord]:
             at = list(x.chunks[-1][:-2]) if x.chunks else None
             store._log.append({"t": "end", "op": x.id, "status": "interrupted", "at": at,
                                "what": f"{x.what} (interrupted at plane {at})",
-                               "bytes": store.journal.unique_bytes(x.id), "recovered": True})
+                               "recovered": True})
         done.append(x)
     for w in list(st.writers):  # the marks of writers that are gone
         if w != store.writer_id and (folder / w).exists() and not writer_alive(folder, w):
@@ -276,9 +276,10 @@ def expire(store: Any) -> list[str]:
     if len(steps) > max(1, int(store.history_ops)):
         oldest_kept = steps[-max(1, int(store.history_ops))]
         keep_from = live.index(oldest_kept)
-    total = sum(op.bytes for op in live[keep_from:])
+    held = store.journal.held_bytes()
+    total = sum(held.get(op.id, 0) for op in live[keep_from:])
     while keep_from < len(live) - 1 and total > int(store.history_bytes):
-        total -= live[keep_from].bytes
+        total -= held.get(live[keep_from].id, 0)
         keep_from += 1
     drop = [op.id for op in live[:keep_from]]
     for oid in drop:

@@ -100,18 +100,31 @@ class Journal:
             return self.decode(path.read_bytes(), chunk)
         return np.zeros(self.block_shape(chunk), np.uint32)
 
-    def unique_bytes(self, op_id: str) -> int:
-        """Bytes that only the journal keeps alive (old chunk files no longer in the store)."""
-        total = 0
-        folder = self._op(op_id)
-        if not folder.is_dir():
-            return 0
-        for f in folder.iterdir():
-            with contextlib.suppress(OSError):
-                st = f.stat()
-                if st.st_nlink <= 1:
-                    total += st.st_size
-        return total
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes that only the journal keeps alive, per operation.
+
+        An old chunk file replaced in the store lives on through its journal links; its
+        size counts once, for the operation that kept it first (its before-image).
+        Files still linked from the store cost nothing.
+        """
+        inodes: dict[int, list] = {}
+        if not self.folder.is_dir():
+            return {}
+        for op_dir in self.folder.iterdir():
+            if not op_dir.is_dir():
+                continue
+            for f in op_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    st = f.stat()
+                    entry = inodes.setdefault(st.st_ino, [st.st_nlink, st.st_size, 0, []])
+                    entry[2] += 1
+                    entry[3].append((f.suffix != ".b", op_dir.name))
+        held: dict[str, int] = {}
+        for nlink, size, refs, owners in inodes.values():
+            if refs >= nlink and size:  # no link from the store: only the journal keeps it
+                owner = min(owners)[1]  # a before-image first
+                held[owner] = held.get(owner, 0) + size
+        return held
 
     def drop(self, op_id: str) -> None:
         """Remove an operation's images (it can no longer be undone)."""

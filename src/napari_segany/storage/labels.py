@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import MAX_OBJECT_ID, check_plane_pixels
 from .._planes import check_plane, iter_keys
 from .._version import __version__
 from ..errors import LabelsStoreError, LabelsStoreIOError
@@ -70,7 +71,7 @@ __all__ = ["LabelsStore", "LabelsStoreError", "LabelsStoreIOError", "Operation",
 ATTRS_KEY = "napari_segany"
 FORMAT_VERSION = 2
 OVERLAP_POLICIES = ("keep", "replace")
-MAX_ID = 2**32 - 1
+MAX_ID = MAX_OBJECT_ID
 #: Operations rolled back when their process died before they finished.
 SHORT_KINDS = frozenset({"commit", "edit", "delete", "rename", "merge", "objects", "undo",
                          "redo"})
@@ -78,6 +79,17 @@ META = ".segany"
 #: Undo history kept by default: operations, and bytes of journal (old chunk files).
 HISTORY_OPS = 200
 HISTORY_BYTES = 2 << 30
+
+
+def _check_zarr() -> None:
+    """The journal keeps old chunk files as hard links: zarr must replace chunks through a
+    new file (3.1.3 and later), never write them in place."""
+    import zarr
+
+    version = tuple(int(p) for p in zarr.__version__.split(".")[:3] if p.isdigit())
+    if version < (3, 1, 3):
+        raise LabelsStoreError(f"zarr {zarr.__version__} writes chunks in place; writing a "
+                               "labels store needs zarr>=3.1.3 (pip install 'zarr>=3.1.3,<4')")
 
 
 def is_labels_store(path: str | os.PathLike) -> bool:
@@ -288,6 +300,7 @@ class LabelsStore:
         Opening changes nothing on disk unless there is something to migrate or recover:
         the writer registers itself (its mark, a ``writer`` record) at its first write.
         """
+        _check_zarr()
         self.writer_id = uuid.uuid4().hex[:12]
         self._closed = False
         try:
@@ -490,8 +503,7 @@ class LabelsStore:
         with self._writing("the operation log"), self._lock.hold(op.what or op.kind):
             self._log.append({"t": "end", "op": op.id, "status": status, "what": op.what,
                               "pixels": op.pixels, "planes": len(op.planes),
-                              "at": list(op.planes[-1]) if op.planes else None,
-                              "bytes": self.journal.unique_bytes(op.id)})
+                              "at": list(op.planes[-1]) if op.planes else None})
             history.expire(self)
 
     def _abort(self, op: Operation) -> None:
@@ -596,7 +608,10 @@ class LabelsStore:
 
     def read_plane(self, plane: tuple[int, ...] | int = ()) -> np.ndarray:
         """The ``(H, W)`` uint32 labels of one plane."""
-        return np.asarray(self.array[self._key(plane)])
+        key = self._key(plane)
+        check_plane_pixels(self.shape, f"the labels store {self.path}", error=LabelsStoreError,
+                           itemsize=4)
+        return np.asarray(self.array[key])
 
     def _checked(self, key: tuple[int, ...], labels: Any) -> np.ndarray:
         arr = np.asarray(labels)
@@ -621,7 +636,7 @@ class LabelsStore:
         with self._writing(f"plane {key}"), self.operation("edit", f"edit of plane {key}") as op, \
                 self._transaction(op.what):
             st = self._state()
-            current = np.asarray(self.array[key])
+            current = self.read_plane(key)
             new = self._checked(key, change(current))
             changed = 0
             for chunk, (ys, xs) in self.layout.plane_chunks(key):
