@@ -85,14 +85,14 @@ def test_window_tuple_and_errors():
     norm = Normalizer.fit(np.zeros((3, 3), np.float32), mode="window", window=(0.0, 10.0))
     assert norm(np.full((3, 3), 5.0))[0, 0, 0] == 128
     with pytest.raises(IntensityError, match="ct_lung"):
-        Normalizer.fit(np.zeros((3, 3)), mode="window", window="ct_liver")
+        Normalizer.fit(np.zeros((3, 3)), mode="window", window="ct_spleen")
     with pytest.raises(IntensityError, match="window"):
         Normalizer.fit(np.zeros((3, 3)), mode="window")
     with pytest.raises(IntensityError, match="low must be < high"):
         Normalizer.fit(np.zeros((3, 3)), mode="window", window=(5.0, 5.0))
     with pytest.raises(IntensityError, match="mode"):
         Normalizer.fit(np.zeros((3, 3)), mode="minmax")
-    assert set(CT_WINDOWS) == {"ct_soft_tissue", "ct_lung", "ct_bone", "ct_brain"}
+    assert set(CT_WINDOWS) == {"ct_soft_tissue", "ct_lung", "ct_bone", "ct_brain", "ct_liver"}
 
 
 def test_float_nan_inf_ignored_and_mapped_to_zero():

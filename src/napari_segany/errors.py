@@ -20,6 +20,8 @@ __all__ = [
     "ExportError",
     "Cancelled",
     "UsageError",
+    "DicomError",
+    "CasesError",
 ]
 
 
@@ -70,3 +72,12 @@ class Cancelled(Exception):
 
 class UsageError(ValueError):
     """A command-line argument is malformed."""
+
+
+class DicomError(ValueError):
+    """DICOM input that cannot be read as one image volume; the message names the series
+    and the files concerned, and what to do."""
+
+
+class CasesError(ValueError):
+    """A worklist, case or class table that cannot be used as asked; the message says why."""

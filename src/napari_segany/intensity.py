@@ -28,15 +28,73 @@ import numpy as np
 
 from .errors import IntensityError
 
-__all__ = ["IntensityError", "Normalizer", "CT_WINDOWS", "normalizer_from_options"]
+__all__ = ["IntensityError", "Normalizer", "CT_WINDOWS", "FILE_WINDOW", "WINDOW_PRESETS",
+           "window_limits", "normalizer_from_options"]
 
-#: Named CT windows, ``(low, high)`` in Hounsfield units.
+#: Named CT windows, ``(low, high)`` in Hounsfield units (width W, level L).
 CT_WINDOWS: dict[str, tuple[float, float]] = {
-    "ct_soft_tissue": (-160.0, 240.0),
-    "ct_lung": (-1350.0, 150.0),
-    "ct_bone": (-500.0, 1300.0),
-    "ct_brain": (0.0, 80.0),
+    "ct_soft_tissue": (-160.0, 240.0),  # W 400, L 40
+    "ct_lung": (-1350.0, 150.0),  # W 1500, L -600
+    "ct_bone": (-500.0, 1300.0),  # W 1800, L 400
+    "ct_brain": (0.0, 80.0),  # W 80, L 40
+    "ct_liver": (-45.0, 105.0),  # W 150, L 30
 }
+
+#: The window named by the image itself: a DICOM file's first WindowCenter/WindowWidth
+#: (any modality, MR included), read from the array's ``window`` attribute
+#: (:class:`~napari_segany.io.DicomVolume`).
+FILE_WINDOW = "file"
+
+#: Every window name a user can pick (widget, command line), with what it shows.
+WINDOW_PRESETS: dict[str, str] = {
+    "ct_soft_tissue": "CT soft tissue (W 400, L 40)",
+    "ct_lung": "CT lung (W 1500, L -600)",
+    "ct_bone": "CT bone (W 1800, L 400)",
+    "ct_brain": "CT brain (W 80, L 40)",
+    "ct_liver": "CT liver (W 150, L 30)",
+    FILE_WINDOW: "the file's WindowCenter/WindowWidth (DICOM CT or MR)",
+}
+
+
+def window_limits(window: str | tuple[float, float], data: Any = None) -> tuple[float, float]:
+    """``(low, high)`` of a window: a name of :data:`WINDOW_PRESETS` or two numbers.
+
+    Parameters
+    ----------
+    window : str or (float, float)
+        ``"ct_lung"`` etc. (:data:`CT_WINDOWS`), :data:`FILE_WINDOW` (``"file"``: the
+        image's own WindowCenter/WindowWidth, ``center -/+ width / 2``), or ``(low, high)``.
+    data : array-like, optional
+        The image, for ``"file"``: its ``window`` attribute ``(center, width)`` is used.
+
+    Raises
+    ------
+    IntensityError
+        An unknown name, ``"file"`` for an image without a window, or ``low >= high``.
+    """
+    if isinstance(window, str):
+        if window == FILE_WINDOW:
+            own = getattr(data, "window", None)
+            if own is None:
+                raise IntensityError(
+                    "window='file' takes WindowCenter/WindowWidth from a DICOM image, and "
+                    "this image has none; pick a named window "
+                    f"({', '.join(sorted(CT_WINDOWS))}) or give window=(low, high).")
+            center, width = (float(v) for v in own)
+            window = (center - width / 2.0, center + width / 2.0)
+        elif window in CT_WINDOWS:
+            window = CT_WINDOWS[window]
+        else:
+            raise IntensityError(
+                f"unknown window {window!r}; known names: {sorted(WINDOW_PRESETS)}, "
+                "or pass window=(low, high).")
+    if window is None or len(window) != 2:
+        raise IntensityError(
+            f"a window is (low, high) or one of {sorted(WINDOW_PRESETS)}, got {window!r}.")
+    lo, hi = float(window[0]), float(window[1])
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise IntensityError(f"window low must be < high, got ({lo}, {hi}).")
+    return lo, hi
 
 _MODES = ("identity", "percentile", "window")
 _KINDS = {"b": "bool", "u": "unsigned int", "i": "int", "f": "float"}
@@ -139,7 +197,8 @@ class Normalizer:
         percentiles : (float, float)
             Lower/upper percentile (0..100) of the finite sampled values, per channel.
         window : str or (float, float), optional
-            For mode "window": ``(low, high)`` or a name in :data:`CT_WINDOWS`.
+            For mode "window": ``(low, high)``, a name in :data:`CT_WINDOWS`, or
+            ``"file"`` (:data:`FILE_WINDOW`: the DICOM image's own WindowCenter/WindowWidth).
         rgb : bool
             The last axis holds 3 (RGB) or 4 (RGBA, alpha dropped) channels.
         channel_axis : int, optional
@@ -222,20 +281,11 @@ class Normalizer:
             hi = 1.0 if dt.kind == "b" else 255.0
             return cls("identity", (0.0,) * n_out, (hi,) * n_out, plane_cax, channels)
         if mode == "window":
-            if isinstance(window, str):
-                if window not in CT_WINDOWS:
-                    raise IntensityError(
-                        f"unknown window {window!r}; known names: {sorted(CT_WINDOWS)}, "
-                        "or pass window=(low, high)."
-                    )
-                window = CT_WINDOWS[window]
-            if window is None or len(window) != 2:
+            if window is None:
                 raise IntensityError(
-                    f"mode='window' needs window=(low, high) or one of {sorted(CT_WINDOWS)}."
+                    f"mode='window' needs window=(low, high) or one of {sorted(WINDOW_PRESETS)}."
                 )
-            lo, hi = float(window[0]), float(window[1])
-            if not lo < hi:
-                raise IntensityError(f"window low must be < high, got ({lo}, {hi}).")
+            lo, hi = window_limits(window, data)
             return cls("window", (lo,) * n_out, (hi,) * n_out, plane_cax, channels)
         if mode != "percentile":
             raise IntensityError(
@@ -404,7 +454,8 @@ def normalizer_from_options(
         The last axis holds channels moved there from another axis (any number of them,
         see :func:`napari_segany.io.channels_last`).
     window : str or (low, high), optional
-        A fixed window (a name of :data:`CT_WINDOWS` or two numbers).
+        A fixed window: a name of :data:`CT_WINDOWS`, ``"file"`` (the DICOM image's own
+        WindowCenter/WindowWidth) or two numbers.
     percentiles : (low, high), optional
         Percentiles mapped to black and white (default of :meth:`Normalizer.fit`).
     channels : tuple of int, optional

@@ -7,12 +7,17 @@
 * TIFF (lazy above 256 MiB, see :func:`napari_segany.io.read_image`) -> an Image layer,
   with the voxel size from ImageJ metadata or from this plugin's TIFF writer;
 * NIfTI (``.nii``, ``.nii.gz``) -> an Image layer ``(z, y, x)`` (the file's axes reversed)
-  with ``scale`` = voxel spacing; the file's affine is kept in metadata.
+  with ``scale`` = voxel spacing; the file's affine is kept in metadata;
+* DICOM (a folder of a series or a study, a folder with a DICOMDIR, a ``.dcm`` file) -> one
+  lazy Image layer ``(z, y, x)`` per image series (slices decoded as they are shown), with
+  ``scale`` = voxel spacing in mm, contrast limits from the file's WindowCenter/Width, and
+  the affine in metadata.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,14 +25,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import LabelsStoreError
-from ..io import file_stem, read_image
+from ..io import file_stem, is_dicom, read_image
+from ..io.dicom import read_all_series
 from ..storage.labels import ATTRS_KEY, LabelsStore, is_labels_store
 
-__all__ = ["get_reader", "read_labels_store", "read_tiff", "read_nifti", "fits"]
+__all__ = ["get_reader", "read_labels_store", "read_tiff", "read_nifti", "read_dicom_folder",
+           "fits"]
 
 LayerData = list[tuple[Any, dict[str, Any], str]]
 _TIFF = (".tif", ".tiff")
 _NIFTI = (".nii", ".nii.gz")
+_DICOM = (".dcm", ".dicom", ".ima")
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], LayerData] | None:
@@ -44,6 +52,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], LayerData] | None:
         return read_tiff
     if p.is_dir() and is_labels_store(p):
         return read_labels_store
+    if (p.is_dir() or name.endswith(_DICOM) or name == "dicomdir") and is_dicom(p):
+        return read_dicom_folder
     return None
 
 
@@ -62,10 +72,13 @@ def fits(values: Any, ndim: int) -> list[float] | None:
 
 
 def read_labels_store(path: str | os.PathLike | list) -> LayerData:
-    """A napari-segany labels store as a lazy Labels layer (zarr array, no copy).
+    """A napari-segany labels store as a lazy Labels layer (read from the zarr array).
 
     The layer's ``scale``/``translate`` come from the store's provenance (the image layer
-    the widget segmented), its ``metadata`` holds the provenance and the store path.
+    the widget segmented), its ``metadata`` holds the provenance and the store path. Its
+    data is the store's :class:`~napari_segany.storage.StoreArray`: napari's brush, fill
+    and eraser write through the store (each write one operation of its history, under
+    its lock); a store that cannot be written is shown read-only (its zarr array).
     """
     p = _one(path)
     try:
@@ -80,7 +93,8 @@ def read_labels_store(path: str | os.PathLike | list) -> LayerData:
         vals = fits(layer.get(key), len(store.shape))
         if vals is not None:
             kwargs[key] = vals
-    return [(store.array, kwargs, "labels")]
+    data = store.as_array() if store.mode == "r+" else store.array
+    return [(data, kwargs, "labels")]
 
 
 def _tiff_scale(p: Path, ndim: int, rgb: bool) -> list[float] | None:
@@ -138,3 +152,35 @@ def read_nifti(path: str | os.PathLike | list) -> LayerData:
         if len(scale) == img.data.ndim:
             kwargs["scale"] = scale
     return [(img.data, kwargs, "image")]
+
+
+def read_dicom_folder(path: str | os.PathLike | list) -> LayerData:
+    """Every image series of a DICOM folder (or DICOMDIR, or file) as a lazy Image layer.
+
+    Series that do not form one volume (missing slices, mixed orientations, ...) are left
+    out with a warning naming the series and the file; when none does, the error is raised.
+    """
+    p = _one(path)
+    volumes, errors = read_all_series(p)
+    if not volumes:
+        raise errors[0]
+    for exc in errors:
+        warnings.warn(f"not opened: {exc}", stacklevel=2)
+    layers: LayerData = []
+    for vol in volumes:
+        info = vol.series
+        label = info.description or (f"series {info.number}" if info.number is not None
+                                     else info.uid[-8:])
+        kwargs: dict[str, Any] = {
+            "name": file_stem(p) if len(volumes) == 1 else f"{file_stem(p)} {label}",
+            "rgb": bool(vol.rgb), "scale": [float(s) for s in vol.spacing],
+            "metadata": {"path": str(p), "dicom_series_uid": info.uid,
+                         "series_description": info.description, "modality": info.modality,
+                         "dicom_affine": None if vol.affine is None else vol.affine.tolist()}}
+        if vol.window is not None and not vol.rgb:
+            center, width = vol.window
+            kwargs["contrast_limits"] = [center - width / 2.0, center + width / 2.0]
+        if info.photometric == "MONOCHROME1":
+            kwargs["colormap"] = "gray_r"  # MONOCHROME1: the lowest value is white
+        layers.append((vol, kwargs, "image"))
+    return layers

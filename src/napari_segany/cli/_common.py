@@ -16,21 +16,24 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import check_plane_pixels
 from .._planes import check_plane
 from ..engine.registry import load_model
-from ..errors import PromptError, UsageError
-from ..intensity import CT_WINDOWS, Normalizer, normalizer_from_options
-from ..io import channels_last, read_image
+from ..errors import IntensityError, PromptError, UsageError
+from ..intensity import WINDOW_PRESETS, Normalizer, normalizer_from_options
+from ..io import channels_last, is_dicom, read_image
 from ..prompts import ObjectPrompt, PromptSet, check_in_plane
 from ..session import Session
-from ..storage.labels import LabelsStore
+from ..storage.atomic import remove
+from ..storage.cache import EmbeddingCache
+from ..storage.labels import LabelsStore, is_labels_store
 from ..tiling import TiledEmbeddings
 from ._args import parse_box, parse_floats, parse_labels, parse_points
 
 __all__ = ["Progress", "add_model_options", "add_intensity_options", "add_image_argument",
            "add_prompt_options", "add_tiling_options", "load_image", "build_normalizer",
            "load_backend", "prompts_from_args", "check_plane_option", "check_in_image",
-           "read_prompt_file", "open_store_early", "open_store", "random_note",
+           "read_prompt_file", "check_output", "open_outputs", "random_note",
            "prepare_image", "check_tiling", "tiled_embeddings", "tiled_session"]
 
 
@@ -54,8 +57,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def add_intensity_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("intensities (how pixel values become the model's RGB input)")
     g.add_argument("--window", default=None,
-                   help="LOW,HIGH (e.g. -160,240) or a CT window: ct_soft_tissue, ct_lung, "
-                        "ct_bone, ct_brain")
+                   help="LOW,HIGH (e.g. -160,240), a CT window (ct_soft_tissue, ct_lung, "
+                        "ct_bone, ct_brain, ct_liver) or 'file': the DICOM series' own "
+                        "WindowCenter/WindowWidth (CT or MR)")
     g.add_argument("--percentiles", default=None,
                    help="LOW,HIGH percentiles mapped to black/white (default 1,99.8; uint8 "
                         "and RGB images are used as they are)")
@@ -66,18 +70,25 @@ def add_intensity_options(p: argparse.ArgumentParser) -> None:
                    help="axis of IMAGE holding channels, e.g. 0 for (C, Z, Y, X)")
     g.add_argument("--channels", default=None,
                    help="up to 3 channels that become R,G,B, e.g. '0,2' (needed with > 3)")
+    d = p.add_argument_group("DICOM")
+    d.add_argument("--series", default=None,
+                   help="the series to open when a DICOM folder holds several: its "
+                        "SeriesInstanceUID, SeriesNumber or (part of its) SeriesDescription")
 
 
 def add_image_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", type=Path,
-                   help="TIFF (2D-4D), PNG/JPEG, folder of frames, zarr array, .npy or "
-                        "NIfTI (.nii/.nii.gz)")
+                   help="TIFF (2D-4D), PNG/JPEG, folder of frames, zarr array, .npy, "
+                        "NIfTI (.nii/.nii.gz) or DICOM (a series folder, DICOMDIR or .dcm)")
 
 
 def add_prompt_options(p: argparse.ArgumentParser, plane_help: str) -> None:
-    p.add_argument("--points", help="'x,y;x,y' point prompts (one object), pixel coordinates")
-    p.add_argument("--point-labels", help="'1,0': 1 positive, 0 negative (default all 1)")
-    p.add_argument("--box", action="append", default=[],
+    # --input_point/--input_label/--input_box: the spellings of segment-anything's SAM.py
+    p.add_argument("--points", "--input_point", dest="points",
+                   help="'x,y;x,y' point prompts (one object), pixel coordinates")
+    p.add_argument("--point-labels", "--input_label", dest="point_labels",
+                   help="'1,0': 1 positive, 0 negative (default all 1)")
+    p.add_argument("--box", "--input_box", dest="box", action="append", default=[],
                    help="'x0,y0,x1,y1' (repeatable: one object per box)")
     p.add_argument("--plane", type=int, action="append", default=None, help=plane_help)
 
@@ -153,6 +164,8 @@ def _source_kind(path: Path) -> str:
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
+    if is_dicom(path):
+        return "dicom"
     if path.is_dir() and not ((path / "zarr.json").exists() or (path / ".zarray").exists()):
         return "frames"
     return {".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".png": "png", ".jpg": "jpeg",
@@ -161,8 +174,10 @@ def _source_kind(path: Path) -> str:
 
 def load_image(args: argparse.Namespace) -> tuple[Any, bool, dict[str, Any]]:
     """Read IMAGE and apply --rgb/--channel-axis: ``(data, rgb, source provenance)``."""
-    img = read_image(args.image)
+    img = read_image(args.image, series=getattr(args, "series", None))
     data, rgb = img.data, img.rgb if args.rgb is None else bool(args.rgb)
+    check_plane_pixels(data.shape[:-1] if rgb else data.shape, str(args.image), error=UsageError,
+                       itemsize=np.dtype(data.dtype).itemsize)
     if args.rgb and (data.ndim < 3 or data.shape[-1] not in (3, 4)):
         raise UsageError(f"--rgb needs a last axis of 3 or 4 channels; {args.image} has shape "
                          f"{tuple(data.shape)} (use --channel-axis for other layouts)")
@@ -179,7 +194,11 @@ def load_image(args: argparse.Namespace) -> tuple[Any, bool, dict[str, Any]]:
               "shape": [int(s) for s in data.shape], "rgb": rgb,
               "affine": None if img.affine is None else np.asarray(img.affine).tolist(),
               "spacing": None if img.spacing is None else list(img.spacing),
-              "unit": "mm" if kind == "nifti" else None}
+              "unit": "mm" if kind in ("nifti", "dicom") else None}
+    if kind == "dicom":  # what a DICOM-SEG / RTSTRUCT export needs to find its reference
+        source.update(series_uid=img.metadata.get("series_uid"),
+                      series_description=img.metadata.get("series_description"),
+                      modality=img.metadata.get("modality"))
     return data, rgb, source
 
 
@@ -189,7 +208,10 @@ def build_normalizer(args: argparse.Namespace, data: Any, rgb: bool) -> Normaliz
         raise UsageError("give --window or --percentiles, not both")
     window = None
     if args.window:
-        window = args.window if args.window in CT_WINDOWS else parse_floats(
+        if args.window not in WINDOW_PRESETS and args.window[:1].isalpha():
+            raise UsageError(f"unknown --window {args.window!r}; use LOW,HIGH or one of "
+                             f"{', '.join(WINDOW_PRESETS)}")
+        window = args.window if args.window in WINDOW_PRESETS else parse_floats(
             args.window, "--window", 2)
     percentiles = parse_floats(args.percentiles, "--percentiles", 2) if args.percentiles \
         else None
@@ -202,12 +224,28 @@ def build_normalizer(args: argparse.Namespace, data: Any, rgb: bool) -> Normaliz
                 from None
         if not rgb:
             raise UsageError("--channels needs --rgb or --channel-axis")
-    return normalizer_from_options(data, rgb=rgb, channels_moved=args.channel_axis is not None,
-                                   window=window, percentiles=percentiles, channels=channels)
+    try:
+        return normalizer_from_options(data, rgb=rgb,
+                                       channels_moved=args.channel_axis is not None,
+                                       window=window, percentiles=percentiles, channels=channels)
+    except IntensityError as exc:  # the library speaks Python; say it in options
+        text = str(exc)
+        for api, cli in _API_TO_CLI:
+            text = text.replace(api, cli)
+        raise UsageError(text) from None
+
+
+#: Python spellings in library messages -> the command line's options.
+_API_TO_CLI = (("mode='window' with window=(low, high)", "--window LOW,HIGH"),
+               ("window=(low, high)", "--window LOW,HIGH"),
+               ("channels=(r, g, b)", "--channels R,G,B"), ("channel_axis=", "--channel-axis"),
+               ("rgb=True", "--rgb"), ("channels=", "--channels"))
 
 
 def load_backend(args: argparse.Namespace) -> Any:
     """The model of --model / --checkpoint / --arch (the default model when none is given)."""
+    if args.checkpoint is not None and args.random_weights:
+        raise UsageError("give --checkpoint (weights from a file) or --random-weights, not both")
     return load_model(
         args.model, checkpoint=args.checkpoint, arch=args.arch, device=args.device,
         cache_dir=args.cache_dir, random_weights=args.random_weights,
@@ -289,15 +327,57 @@ def read_prompt_file(path: Path, shape: tuple[int, ...]) -> PromptSet:
 
 
 # ------------------------------------------------------------------------- output store
-def open_store_early(path: Path, shape: tuple[int, ...], overwrite: bool) -> None:
-    """Refuse a store of another shape (or a non-store) before any work is done."""
-    if path.exists() and not overwrite:
-        LabelsStore.open_or_create(path, shape)
+def check_output(path: Path, shape: tuple[int, ...], *, overwrite: bool,
+                 inputs: tuple[Path | None, ...] = ()) -> None:
+    """Refuse an output before any work is done (nothing is touched here).
+
+    The output must not be (or hold) an input; an existing output must be a napari-segany
+    labels store (``--overwrite`` replaces only those); without ``--overwrite`` its shape
+    must be the image's.
+    """
+    out = Path(path).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        src = Path(given).resolve()
+        if out == src or out in src.parents:
+            raise UsageError(f"--out {path} is the input {given} (or holds it); choose another "
+                             "output")
+    if not (Path(path).exists() or Path(path).is_symlink()):
+        return
+    if not is_labels_store(path):
+        raise UsageError(f"{path} exists and is not a napari-segany labels store; it is never "
+                         "replaced (not even with --overwrite): choose another --out")
+    if not overwrite:
+        store = LabelsStore.open(path, mode="r")
+        if store.shape != tuple(shape):
+            raise UsageError(f"{path} holds labels of shape {store.shape}, but the image has "
+                             f"shape {tuple(shape)}; choose another --out (or --overwrite to "
+                             "replace that store)")
 
 
-def open_store(path: Path, shape: tuple[int, ...], overwrite: bool) -> LabelsStore:
-    return (LabelsStore.create(path, shape, overwrite=True) if overwrite
-            else LabelsStore.open_or_create(path, shape))
+def open_outputs(args: argparse.Namespace, path: Path, shape: tuple[int, ...], *, image: Any,
+                 rgb: bool, normalizer: Normalizer, backend: Any, cache: bool = True
+                 ) -> tuple[EmbeddingCache | None, LabelsStore]:
+    """The embedding cache (checked first: a refused cache leaves the store untouched), then
+    the labels store (created, reopened or, with ``--overwrite``, replaced)."""
+    emb = None
+    new_cache = None
+    cache_path = getattr(args, "cache", None) if cache else None
+    if cache_path is not None:
+        new_cache = None if Path(cache_path).exists() else Path(cache_path)
+        emb = EmbeddingCache(cache_path, backend=backend, normalizer=normalizer, data=image,
+                             rgb=rgb)
+    try:
+        if getattr(args, "overwrite", False) and Path(path).exists():
+            store = LabelsStore.create(path, shape, overwrite=True)
+        else:
+            store = LabelsStore.open_or_create(path, shape)
+    except BaseException:
+        if new_cache is not None:  # made for this run only
+            remove(new_cache)
+        raise
+    return emb, store
 
 
 
@@ -331,7 +411,7 @@ def tiled_embeddings(args, image, rgb, shape, backend, normalizer) -> Any:
 
 
 
-def tiled_session(args, image, rgb, backend, normalizer, store, tiled) -> Session:
-    """The session of a command; with tiles, its cache is the tiled embeddings' own."""
+def tiled_session(args, image, rgb, backend, normalizer, store, tiled, cache) -> Session:
+    """The session of a command; with tiles, the cache is the tiled embeddings' own."""
     return Session(image, backend, rgb=rgb, labels=store, normalizer=normalizer,
-                   cache=None if tiled is not None else args.cache)
+                   cache=None if tiled is not None else cache)

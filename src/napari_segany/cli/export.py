@@ -1,4 +1,5 @@
-"""``napari-segany export``: a labels store to TIFF, zarr, NIfTI, RLE CSV or COCO JSON."""
+"""``napari-segany export``: a labels store to TIFF, zarr, NIfTI, RLE CSV, COCO JSON,
+DICOM-SEG or RTSTRUCT."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cases import ClassTable
 from ..errors import UsageError
 from ..exports import export_labels, resolve_format
 from ..storage.labels import LabelsStore
@@ -19,14 +21,18 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: Any) -> None:
     exp = sub.add_parser(
-        "export", help="export a labels store to TIFF, zarr, NIfTI, RLE CSV or COCO JSON",
+        "export", help="export a labels store to TIFF, zarr, NIfTI, RLE CSV, COCO JSON, "
+                       "DICOM-SEG or RTSTRUCT",
         description="Export a napari-segany labels store plane by plane. Formats: tif "
                     "(ImageJ hyperstack), zarr (copy), nii (NIfTI, .nii or .nii.gz), rle "
-                    "(CSV of run-length strings), coco (COCO JSON with RLE masks).")
+                    "(CSV of run-length strings), coco (COCO JSON with RLE masks), "
+                    "dicom-seg (DICOM Segmentation) and rtstruct (RT Structure Set) on the "
+                    "source DICOM series.")
     exp.add_argument("labels", type=Path,
                      help="labels store (e.g. OUT.zarr, or the folder 'segment' wrote)")
     exp.add_argument("--format", default=None,
-                     help="tif | zarr | nii | rle | coco (default: from --out's ending)")
+                     help="tif | zarr | nii | rle | coco | dicom-seg | rtstruct (default: from "
+                          "--out's ending; .seg.dcm and .dcm: dicom-seg, .rtstruct.dcm: rtstruct)")
     exp.add_argument("--out", type=Path, required=True, help="output file (folder for zarr)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing output")
     exp.add_argument("--axes", default=None, help="tif: axis letters in TZCYX order, e.g. TYX")
@@ -37,17 +43,36 @@ def add_parser(sub: Any) -> None:
     exp.add_argument("--no-imagej", action="store_true",
                      help="tif: plain uint32 TIFF instead of an ImageJ hyperstack")
     exp.add_argument("--reference", type=Path, default=None,
-                     help="nii: NIfTI image whose header and affine the labels take")
+                     help="nii: NIfTI image whose header and affine the labels take; "
+                          "dicom-seg, rtstruct: the source DICOM series (folder, DICOMDIR or "
+                          "file; default: the source the store recorded)")
+    exp.add_argument("--series", default=None,
+                     help="dicom-seg, rtstruct: which series of --reference (UID, number or "
+                          "description) when it holds several")
     exp.add_argument("--class-name", action="append", default=[], metavar="ID=NAME",
-                     help="coco: class of an object, e.g. 3=nucleus (repeatable), or NAME "
-                          "for all objects")
+                     help="coco, dicom-seg, rtstruct: class of an object, e.g. 3=nucleus "
+                          "(repeatable), or NAME for all objects")
+    exp.add_argument("--classes", type=Path, default=None,
+                     help="dicom-seg, rtstruct: class table (a worklist's classes.json, or one "
+                          "name per line) giving names, colours and codes by object id")
+    exp.add_argument("--segments", choices=["object", "class"], default=None,
+                     help="dicom-seg, rtstruct: one segment per object (default) or per class")
+    exp.add_argument("--creator", default=None,
+                     help="dicom-seg, rtstruct: who made the segmentation (ContentCreatorName)")
+    exp.add_argument("--labelmap", action="store_true",
+                     help="dicom-seg: the LABELMAP segmentation type (newer viewers) instead "
+                          "of BINARY")
     exp.set_defaults(_run=run)
 
 
+_DICOM = {"dicom-seg", "rtstruct"}
 _EXPORT_OPTIONS = {"axes": ("--axes", {"tif"}), "spacing": ("--spacing", {"tif", "nii"}),
                    "unit": ("--unit", {"tif"}), "imagej": ("--no-imagej", {"tif"}),
-                   "reference": ("--reference", {"nii"}),
-                   "class_names": ("--class-name", {"coco"})}
+                   "reference": ("--reference", {"nii"} | _DICOM),
+                   "class_names": ("--class-name", {"coco"} | _DICOM),
+                   "series": ("--series", _DICOM), "classes": ("--classes", _DICOM),
+                   "segments": ("--segments", _DICOM), "creator": ("--creator", _DICOM),
+                   "labelmap": ("--labelmap", {"dicom-seg"})}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +95,16 @@ def run(args: argparse.Namespace) -> int:
         options["reference"] = args.reference
     if args.class_name:
         options["class_names"] = _class_names(args.class_name)
+    if args.series:
+        options["series"] = args.series
+    if args.classes is not None:
+        options["classes"] = ClassTable.load(args.classes).as_export()
+    if args.segments:
+        options["segments"] = args.segments
+    if args.creator:
+        options["creator"] = args.creator
+    if args.labelmap:
+        options["labelmap"] = True
     for name in options:
         flag, formats = _EXPORT_OPTIONS[name]
         if fmt not in formats:

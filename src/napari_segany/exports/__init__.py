@@ -1,4 +1,5 @@
-"""Export labels to other tools: TIFF, NIfTI, zarr, run-length CSV and COCO JSON.
+"""Export labels to other tools: TIFF, NIfTI, zarr, run-length CSV, COCO JSON, DICOM-SEG
+and DICOM RTSTRUCT.
 
 Every writer reads its input one 2D plane at a time, so a labels store far larger than
 memory exports in bounded memory (COCO and RLE keep only the encoded strings). Inputs are
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
+from .dicom import code_for, export_dicom_seg
+from .rtstruct import export_rtstruct
 from .tables import export_coco, export_rle, read_rle_csv, rle_decode, rle_encode
 from .volumes import export_nifti, export_tiff, export_zarr
 
@@ -34,6 +37,9 @@ __all__ = [
     "export_tiff",
     "export_nifti",
     "export_zarr",
+    "export_dicom_seg",
+    "export_rtstruct",
+    "code_for",
     "export_labels",
     "format_from_path",
     "resolve_format",
@@ -46,8 +52,13 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "zarr": (".zarr",),
     "rle": (".csv",),
     "coco": (".json",),
+    "rtstruct": (".rtstruct.dcm", ".rt.dcm"),
+    "dicom-seg": (".seg.dcm", ".dcm"),
 }
-_ALIASES = {"tiff": "tif", "nifti": "nii", "nii.gz": "nii", "csv": "rle", "json": "coco"}
+_ALIASES = {"tiff": "tif", "nifti": "nii", "nii.gz": "nii", "csv": "rle", "json": "coco",
+            "seg": "dicom-seg", "dicomseg": "dicom-seg", "dicom_seg": "dicom-seg",
+            "dcm": "dicom-seg", "rtss": "rtstruct", "rt-struct": "rtstruct",
+            "rt_struct": "rtstruct"}
 
 
 # ------------------------------------------------------------------------------ dispatch
@@ -87,16 +98,18 @@ def export_labels(
     store_or_array : LabelsStore, path of one, or integer array, shape (..., H, W)
     path : str or path
         Output file (or folder for zarr).
-    format : {"tif", "nii", "zarr", "rle", "coco"}, optional
+    format : {"tif", "nii", "zarr", "rle", "coco", "dicom-seg", "rtstruct"}, optional
         Default from the ending of `path`: ``.tif``/``.tiff``, ``.nii``/``.nii.gz``,
-        ``.zarr``, ``.csv`` (RLE), ``.json`` (COCO). Aliases: ``tiff``, ``nifti``, ``csv``,
-        ``json``.
+        ``.zarr``, ``.csv`` (RLE), ``.json`` (COCO), ``.rtstruct.dcm`` (RTSTRUCT), ``.dcm``
+        (DICOM-SEG). Aliases: ``tiff``, ``nifti``, ``csv``, ``json``, ``seg``, ``rtss``.
     overwrite : bool
         Replace an existing output.
     **options
         Passed to the writer: :func:`export_tiff` (``axes``, ``spacing``, ``unit``,
         ``imagej``), :func:`export_nifti` (``affine``, ``reference``, ``spacing``),
-        :func:`export_coco` (``class_names``, ``image_names``).
+        :func:`export_coco` (``class_names``, ``image_names``), :func:`export_dicom_seg`
+        and :func:`export_rtstruct` (``reference``, ``series``, ``classes``,
+        ``class_names``, ``segments``, ``creator``, ...).
 
     Returns
     -------
@@ -111,7 +124,8 @@ def export_labels(
     """
     fmt = resolve_format(format, path)
     writer = {"tif": export_tiff, "nii": export_nifti, "zarr": export_zarr,
-              "rle": export_rle, "coco": export_coco}[fmt]
+              "rle": export_rle, "coco": export_coco, "dicom-seg": export_dicom_seg,
+              "rtstruct": export_rtstruct}[fmt]
     import inspect
 
     accepted = set(inspect.signature(writer).parameters) - {"labels", "labels_or_store", "path"}
