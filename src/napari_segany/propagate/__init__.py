@@ -8,7 +8,14 @@ lazily; the session writes what they yield.
 """
 
 from .sam2 import Sam2Propagator, propagate_sam2
-from .slicewise import DIRECTIONS, PROMPT_MODES, PlaneResult, SliceSettings, propagate_slicewise
+from .slicewise import (
+    DIRECTIONS,
+    PROMPT_MODES,
+    PlaneResult,
+    SliceSettings,
+    Stop,
+    propagate_slicewise,
+)
 
-__all__ = ["SliceSettings", "PlaneResult", "propagate_slicewise", "propagate_sam2",
+__all__ = ["SliceSettings", "PlaneResult", "Stop", "propagate_slicewise", "propagate_sam2",
            "Sam2Propagator", "PROMPT_MODES", "DIRECTIONS"]

@@ -46,7 +46,7 @@ from .._progress import is_cancelled
 from ..engine.base import Backend, Embedding
 from ..prompts import ObjectPrompt, PromptSet
 
-__all__ = ["SliceSettings", "PlaneResult", "propagate_slicewise"]
+__all__ = ["SliceSettings", "PlaneResult", "Stop", "propagate_slicewise"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,36 @@ class PlaneResult:
     logits: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class Stop:
+    """Where and why an object's slice-wise walk stopped.
+
+    Attributes
+    ----------
+    obj_id : int
+    plane : tuple of int
+        The plane whose mask failed (it was not written).
+    direction : int
+        +1 walking towards higher indices, -1 towards lower.
+    reason : str
+        E.g. ``"score 0.31 < min_score 0.5"``.
+    score : float
+    area : int
+    """
+
+    obj_id: int
+    plane: tuple[int, ...]
+    direction: int
+    reason: str
+    score: float
+    area: int
+
+    @property
+    def message(self) -> str:
+        where = "forward" if self.direction > 0 else "backward"
+        return f"object {self.obj_id} stopped {where} at plane {self.plane}: {self.reason}"
+
+
 @dataclass
 class _Walk:
     prompt: ObjectPrompt  # prompt for the next plane
@@ -217,6 +247,7 @@ def propagate_slicewise(
     direction: str = "both",
     settings: SliceSettings | None = None,
     cancel: Callable[[], bool] | None = None,
+    on_stop: Callable[[Stop], Any] | None = None,
 ) -> Iterator[PlaneResult]:
     """Propagate prompted objects plane by plane along one leading axis.
 
@@ -247,6 +278,9 @@ def propagate_slicewise(
         Prompting and stopping rules; ``SliceSettings()`` when omitted.
     cancel : callable, optional
         ``cancel() -> bool``, checked before each plane; True ends the iteration.
+    on_stop : callable, optional
+        ``on_stop(Stop)`` when an object's walk stops at a plane because its mask failed a
+        threshold (the reason is also logged at DEBUG level).
 
     Yields
     ------
@@ -274,10 +308,10 @@ def propagate_slicewise(
         if lo <= key[axis] < hi:
             rest = key[:axis] + key[axis + 1:]
             lines.setdefault(rest, {})[key[axis]] = prompts.for_plane(key)
-    return _run(get_embedding, backend, lines, axis, lo, hi, direction, settings, cancel)
+    return _run(get_embedding, backend, lines, axis, lo, hi, direction, settings, cancel, on_stop)
 
 
-def _run(get_embedding, backend, lines, axis, lo, hi, direction, s, cancel):
+def _run(get_embedding, backend, lines, axis, lo, hi, direction, s, cancel, on_stop):
     """The generator behind :func:`propagate_slicewise` (arguments already checked)."""
     fwd, bwd = direction in ("both", "forward"), direction in ("both", "backward")
     for rest in sorted(lines):
@@ -313,7 +347,7 @@ def _run(get_embedding, backend, lines, axis, lo, hi, direction, s, cancel):
                     if is_cancelled(cancel):
                         return
                     yield from _visit(get_embedding(key_of(pos)), backend, key_of(pos), pos,
-                                      step, here, walks, seeds, done, s)
+                                      step, here, walks, seeds, done, s, on_stop)
                 if step < 0 or fwd:
                     walks.update({o: _Walk(*seeds[pos, o], limit(o, pos, step)) for o in own})
         if is_cancelled(cancel):
@@ -322,7 +356,7 @@ def _run(get_embedding, backend, lines, axis, lo, hi, direction, s, cancel):
 
 def _visit(embedding: Embedding, backend: Backend, key: tuple[int, ...], pos: int, step: int,
            here: dict[int, ObjectPrompt], walks: dict[int, _Walk], seeds: dict,
-           done: set, s: SliceSettings) -> Iterator[PlaneResult]:
+           done: set, s: SliceSettings, on_stop: Any = None) -> Iterator[PlaneResult]:
     """Predict every object of one plane in one call; yield results, update walks/seeds."""
     ann_ids, walk_ids = sorted(here), sorted(walks)
     batch = [here[o] for o in ann_ids] + [walks[o].prompt for o in walk_ids]
@@ -340,6 +374,8 @@ def _visit(embedding: Embedding, backend: Backend, key: tuple[int, ...], pos: in
         reason = _stop_reason(s, walk, mask, area, score)
         if reason is not None:
             log.debug("object %d stops at plane %s: %s", oid, key, reason)
+            if on_stop is not None:
+                on_stop(Stop(oid, key, step, reason, score, area))
             del walks[oid]
             continue
         yield PlaneResult(key, oid, mask, score, "propagated", step, logits[n])

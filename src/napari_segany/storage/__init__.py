@@ -17,9 +17,9 @@ from .atomic import remove, replacing
 from .cache import EmbeddingCache, cache_signature, data_fingerprint
 from .embeddings import EmbeddingLRU, PlaneEmbeddings, PlaneSource
 from .history import UndoResult
-from .labels import ATTRS_KEY, FORMAT_VERSION, LabelsStore, Operation
+from .labels import ATTRS_KEY, FORMAT_VERSION, LabelsStore, ObjectRow, Operation
 
 __all__ = ["LabelsStore", "LabelsStoreError", "LabelsStoreIOError", "ATTRS_KEY",
            "FORMAT_VERSION", "EmbeddingCache", "CacheMismatchError", "data_fingerprint",
            "cache_signature", "EmbeddingLRU", "PlaneEmbeddings", "PlaneSource", "replacing",
-           "remove", "Operation", "UndoResult", "StoreArray"]
+           "remove", "Operation", "UndoResult", "StoreArray", "ObjectRow"]

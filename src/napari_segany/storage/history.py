@@ -147,13 +147,12 @@ def revert(store: Any, x: OpRecord, *, into: Any) -> tuple[int, int, list[tuple[
             if not n:
                 continue
             key, (ys, xs) = store.layout.region(chunk)
+            store._write_chunk(into, chunk, key + (ys, xs), new, current)
             if into is not None:
-                store._write_chunk(into, chunk, key + (ys, xs), new)
                 into.pixels += n
                 if not into.planes or into.planes[-1] != key:
                     into.planes.append(key)
             else:
-                store.array[key + (ys, xs)] = new
                 store.journal.keep(x.id, chunk, "a")
             if not planes or planes[-1] != key:
                 planes.append(key)

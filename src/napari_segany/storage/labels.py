@@ -48,6 +48,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ from .log import EventLog, LogState, OpRecord
 
 __all__ = ["LabelsStore", "LabelsStoreError", "LabelsStoreIOError", "Operation", "ATTRS_KEY",
            "FORMAT_VERSION", "OVERLAP_POLICIES", "MAX_ID", "SHORT_KINDS", "is_labels_store",
-           "check_object_id"]
+           "check_object_id", "ObjectRow", "pixel_delta"]
 
 ATTRS_KEY = "napari_segany"
 FORMAT_VERSION = 2
@@ -79,6 +80,20 @@ META = ".segany"
 #: Undo history kept by default: operations, and bytes of journal (old chunk files).
 HISTORY_OPS = 200
 HISTORY_BYTES = 2 << 30
+
+
+def pixel_delta(old: np.ndarray, new: np.ndarray) -> dict[str, int]:
+    """Pixels gained (+) and lost (-) per object id between two blocks (0 left out)."""
+    changed = old != new
+    if not changed.any():
+        return {}
+    out: dict[str, int] = {}
+    for values, sign in ((old[changed], -1), (new[changed], 1)):
+        ids, counts = np.unique(values, return_counts=True)
+        for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+            if i:
+                out[str(i)] = out.get(str(i), 0) + sign * c
+    return {k: v for k, v in out.items() if v}
 
 
 def _check_zarr() -> None:
@@ -111,6 +126,20 @@ def check_object_id(obj_id: Any) -> int:
         raise LabelsStoreError(f"object ids are integers from 1 to {MAX_ID} (uint32), got "
                                f"{obj_id!r}")
     return oid
+
+
+@dataclass
+class ObjectRow:
+    """One object of :meth:`LabelsStore.object_table`."""
+
+    id: int
+    info: dict[str, Any]
+    planes: list[tuple[int, ...]]
+    pixels: int
+
+    @property
+    def class_name(self) -> str | None:
+        return self.info.get("class_name")
 
 
 class Operation:
@@ -326,8 +355,11 @@ class LabelsStore:
         meta_dir = self.path / META
         (meta_dir / "journal").mkdir(parents=True, exist_ok=True)
         self._mark = WriterMark(meta_dir / "writers", self.writer_id, "labels store")
+        fresh = not self._log.path.exists() or not self._log.path.stat().st_size
         self._log.append({"t": "writer", "w": self.writer_id, "version": __version__,
                           **{k: v for k, v in holder_info().items() if k != "what"}})
+        if fresh:  # nothing written before: the px records count every pixel
+            self._log.append({"t": "counts", "complete": True})
 
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[None]:
@@ -643,7 +675,7 @@ class LabelsStore:
                 a, b = current[ys, xs], new[ys, xs]
                 diff = int(np.count_nonzero(a != b))
                 if diff:
-                    self._write_chunk(op, chunk, key + (ys, xs), b)
+                    self._write_chunk(op, chunk, key + (ys, xs), b, a)
                     changed += diff
             op.pixels += changed
             if changed and (not op.planes or op.planes[-1] != key):
@@ -652,15 +684,23 @@ class LabelsStore:
                 self._emit(op, {"t": "planes", "op": op.id, "keys": [list(key)]})
             return new
 
-    def _write_chunk(self, op: Operation, chunk: tuple[int, ...], region: tuple,
-                     block: np.ndarray) -> None:
-        if chunk not in op.touched:
+    def _write_chunk(self, op: Operation | None, chunk: tuple[int, ...], region: tuple,
+                     block: np.ndarray, old: np.ndarray) -> None:
+        """Write one chunk's block (``old``: what it holds now), journaled as part of ``op``
+        (None: a roll-back of an operation, written directly). Pixel counts per object go
+        into the log, so the object table never rescans the volume."""
+        if op is not None and chunk not in op.touched:
             self._emit(op)  # the begin record, before anything changes
             self.journal.keep(op.id, chunk, "b")
             self._log.append({"t": "touch", "op": op.id, "chunk": list(chunk)})
             op.touched.add(chunk)
         self.array[region] = block
-        self.journal.keep(op.id, chunk, "a")
+        delta = pixel_delta(old, block)
+        if delta:
+            self._log.append({"t": "px", "op": None if op is None else op.id,
+                              "plane": list(chunk[:-2]), "d": delta})
+        if op is not None:
+            self.journal.keep(op.id, chunk, "a")
 
     def write_plane(self, plane: tuple[int, ...] | int, labels: np.ndarray) -> None:
         """Replace one whole plane with ``labels`` (``(H, W)``, integers in 0..2**32-1)."""
@@ -719,6 +759,104 @@ class LabelsStore:
         self._check_writable()
         for key, change in plane_updates(self, index, values):
             self._apply(key, change)
+
+    def paint_labels(self, plane: tuple[int, ...] | int, labels: np.ndarray, ids: Any, *,
+                     mapping: dict[int, int] | None = None) -> np.ndarray:
+        """Paint objects ``ids`` of a labels image onto one plane (``"keep"`` policy).
+
+        Each object replaces its own earlier pixels on that plane and takes only background
+        (other objects keep theirs); ``mapping`` renames ids on the way (``{old: new}``).
+        Returns the new plane.
+        """
+        self._check_writable()
+        key = self._key(plane)
+        arr = self._checked(key, labels)
+        mapping = {int(k): check_object_id(v) for k, v in (mapping or {}).items()}
+        wanted = [int(i) for i in ids if (arr == int(i)).any()]
+
+        def change(current: np.ndarray) -> np.ndarray:
+            new = current.copy()
+            for i in wanted:
+                j = mapping.get(i, i)
+                new[new == j] = 0
+                new[(arr == i) & (new == 0)] = j
+            return new
+
+        return self._apply(key, change)
+
+    # -- objects at a glance ---------------------------------------------------------------------
+    def object_table(self) -> list[ObjectRow]:
+        """Every object: id, registry info, the planes it is on and its pixels.
+
+        Kept up to date from the log's pixel counts (no plane is read); a store written
+        before the counts existed is counted once, the first time (and the counts are
+        recorded when the store is open for writing).
+        """
+        st = self._state()
+        if not st.counted:
+            self._count_all()
+            st = self._state()
+        ids = set(st.objects)
+        for counts in st.pixels.values():
+            ids.update(i for i, n in counts.items() if n > 0)
+        rows = []
+        for oid in sorted(ids):
+            planes = sorted(p for p, c in st.pixels.items() if c.get(oid, 0) > 0)
+            rows.append(ObjectRow(oid, dict(st.objects.get(oid, {})), planes,
+                                  int(sum(st.pixels[p][oid] for p in planes))))
+        return rows
+
+    def _count_all(self) -> None:
+        counts: dict[tuple[int, ...], dict[str, int]] = {}
+        for key in self.written_planes():
+            ids, n = np.unique(self.read_plane(key), return_counts=True)
+            counts[key] = {str(i): int(c) for i, c in zip(ids.tolist(), n.tolist(), strict=True)
+                           if i}
+        if self.mode == "r+" and not self._closed:
+            with self._writing("the pixel counts"), self._transaction("counting objects"):
+                if not self._state().counted:
+                    self._log.append(*({"t": "px", "op": None, "plane": list(k), "d": d}
+                                       for k, d in counts.items() if d),
+                                     {"t": "counts", "complete": True})
+        else:  # read-only: count in memory only
+            st = self._state()
+            st.pixels = {k: {int(i): v for i, v in d.items()} for k, d in counts.items()}
+            st.counted = True
+
+    def record_prompts(self, prompts: dict[tuple[tuple[int, ...], int], Any]) -> None:
+        """Record the prompts objects were segmented from (``(plane, id) -> ObjectPrompt``),
+        so that a session reopening the store can show them again."""
+        self._check_writable()
+        recs = []
+        for (plane, oid), p in prompts.items():
+            recs.append({"t": "prompt", "plane": list(self._key(plane)), "id": check_object_id(oid),
+                         "prompt": None if p is None else {
+                             "points": np.asarray(p.points).tolist(),
+                             "labels": np.asarray(p.labels).tolist(),
+                             "box": None if p.box is None else np.asarray(p.box).tolist()}})
+        if recs:
+            op = self.current_operation
+            with self._writing("the prompts"), self._transaction("prompts"):
+                if op is not None:
+                    self._emit(op, *({**r, "op": op.id} for r in recs))
+                else:
+                    self._log.append(*recs)
+
+    def recorded_prompts(self, *, present: bool = True
+                         ) -> dict[tuple[tuple[int, ...], int], dict[str, Any]]:
+        """``(plane, id) -> {"points", "labels", "box"}``: the last prompt recorded for each
+        object on each plane.
+
+        With ``present`` (default) only prompts of objects that still have pixels on their
+        plane (an undone or deleted object's prompts are left out)."""
+        if self._v1_attrs is not None:
+            return {}
+        st = self._state()
+        if present and not st.counted:
+            self._count_all()
+            st = self._state()
+        return {k: copy.deepcopy(v) for k, v in st.prompts.items()
+                if not present or st.pixels.get(k[0], {}).get(k[1], 0) > 0}
 
     # -- history ------------------------------------------------------------------------------
     def history(self) -> list[OpRecord]:

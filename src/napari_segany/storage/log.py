@@ -15,6 +15,10 @@ store's ``zarr.json`` never changes after creation. A record's ``t`` says what i
 ``end``     an operation ends (``op``, ``status``: done, interrupted, rolled back, failed;
             ``planes``, ``pixels``, ``bytes``, ``at``: the last plane written)
 ``expire``  the journal of old operations was dropped (``ops``): they cannot be undone
+``px``      pixels gained or lost per object on a plane by one chunk write (``plane``, ``d``)
+``counts``  from here on the ``px`` records count every pixel of the store
+``prompt``  the prompt an object was segmented from on a plane (``plane``, ``id``,
+            ``prompt``: points, labels, box), so that a reopened store restores them
 
 A writer killed while appending can leave a torn last line; it is ignored (and the next
 record starts on a line of its own). :class:`LogState` is the state folded from the
@@ -88,6 +92,12 @@ class LogState:
         self.ops: dict[str, OpRecord] = {}
         self.order: list[str] = []  # operation ids in the order they began
         self.touched: dict[tuple[int, ...], list[str]] = {}  # chunk -> ops, in order
+        #: plane -> object id -> pixels, from the ``px`` records (see :attr:`counted`)
+        self.pixels: dict[tuple[int, ...], dict[int, int]] = {}
+        #: Whether :attr:`pixels` covers every pixel of the store (``counts`` record)
+        self.counted = False
+        #: (plane, object id) -> the prompt record last given for it
+        self.prompts: dict[tuple[tuple[int, ...], int], dict[str, Any]] = {}
 
     def apply(self, rec: dict[str, Any]) -> None:
         t = rec.get("t")
@@ -138,6 +148,22 @@ class LogState:
                 op.what = rec.get("what") or op.what
                 op.pixels = int(rec.get("pixels", 0))
                 op.bytes = int(rec.get("bytes", 0))
+        elif t == "px":
+            plane = self.pixels.setdefault(tuple(int(v) for v in rec["plane"]), {})
+            for k, v in rec["d"].items():
+                n = plane.get(int(k), 0) + int(v)
+                if n:
+                    plane[int(k)] = n
+                else:
+                    plane.pop(int(k), None)
+        elif t == "counts":
+            self.counted = True
+        elif t == "prompt":
+            key = (tuple(int(v) for v in rec["plane"]), int(rec["id"]))
+            if rec.get("prompt") is None:
+                self.prompts.pop(key, None)
+            else:
+                self.prompts[key] = rec["prompt"]
         elif t == "expire":
             for oid in rec.get("ops", []):
                 if oid in self.ops:

@@ -1,61 +1,40 @@
-"""The hub: one image, one model, its embeddings, one labels store, and undo.
+"""The :class:`Session`: one image, one model, its embeddings, one labels store, and undo.
 
-The napari widget, the notebook API and the command line all drive a :class:`Session`:
-interactive segmentation on a plane (:meth:`Session.segment`), committing a mask
-(:meth:`Session.commit`, :meth:`Session.undo`, :meth:`Session.redo`), propagation through a
-stack (:meth:`Session.propagate`), automatic segmentation (:meth:`Session.auto_segment`)
-and boxes to masks (:meth:`Session.segment_boxes`). The algorithms compute; the session
-writes what they yield into its labels store. It never imports napari or Qt.
+The writing loops of propagation, segment everything and boxes live in :mod:`.writes`; the
+review area (automatic results staged before they are accepted) in :mod:`.review`.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
+import threading
 import warnings
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._limits import check_known_shape, check_plane_pixels
-from ._planes import PlaneKey, check_axis, check_plane, check_range, plane_order
-from ._progress import Cancel, Progress
-from .auto import AutoResult, AutoSettings, PlaneLinker, auto_plane, auto_planes
-from .auto.planes import batches_per_plane
-from .boxes import OVERLAP_POLICIES, BoxesResult, BoxTable, box_planes
-from .engine.base import Backend, Embedding
-from .errors import BoxError, Cancelled
-from .intensity import Normalizer
-from .prompts import ObjectPrompt, PromptSet, check_in_plane
-from .propagate import SliceSettings, propagate_sam2, propagate_slicewise
-from .storage.cache import EmbeddingCache, data_fingerprint
-from .storage.embeddings import PlaneEmbeddings
-from .storage.history import UndoResult
-from .storage.labels import LabelsStore, check_object_id
-from .tiling import TiledEmbeddings
+from .._limits import check_known_shape, check_plane_pixels
+from .._planes import PlaneKey, check_plane
+from .._progress import Cancel, Progress
+from ..auto import AutoResult, AutoSettings, auto_plane
+from ..boxes import BoxesResult, BoxTable
+from ..engine.base import Backend, Embedding
+from ..errors import PromptError
+from ..intensity import Normalizer
+from ..prompts import ObjectPrompt, PromptSet, check_in_plane
+from ..propagate import Stop
+from ..storage.cache import EmbeddingCache, data_fingerprint
+from ..storage.embeddings import EmbeddingLRU, PlaneEmbeddings
+from ..storage.history import UndoResult
+from ..storage.labels import LabelsStore, check_object_id
+from ..tiling import TiledEmbeddings
+from . import writes
+from .review import AcceptResult, ReviewArea
 
 __all__ = ["Session", "Segmentation"]
-
-
-def _settings_json(settings: Any) -> Any:
-    if settings is None:
-        return None
-    if is_dataclass(settings):
-        return {k: (v if v == v and abs(v) != float("inf") else str(v))
-                if isinstance(v, float) else v for k, v in asdict(settings).items()}
-    return str(settings)
-
-
-def _span(planes: list[tuple[int, ...]], axis: int) -> str:
-    pos = sorted({p[axis] for p in planes})
-    if len(planes) == 1:
-        return f"plane {planes[0]}"
-    if pos == list(range(pos[0], pos[-1] + 1)) and len(pos) == len(planes):
-        return f"planes {pos[0]}–{pos[-1]}"
-    return f"{len(planes)} planes"
 
 
 @dataclass
@@ -66,7 +45,8 @@ class Segmentation:
     obj_id: int
     mask: np.ndarray  # (H, W) bool
     score: float
-    logits: np.ndarray  # (lr, lr) float32
+    logits: np.ndarray | None  # (lr, lr) float32 (None for a region or a hand-made mask)
+    prompt: ObjectPrompt | None = None  # what it was segmented from (recorded on commit)
 
 
 class Session:
@@ -144,7 +124,14 @@ class Session:
                                         data=image, rgb=rgb)
         self.planes = PlaneEmbeddings(image, backend, self.normalizer, rgb=self.rgb,
                                       cache=self.cache, max_in_memory=max_cached_embeddings)
+        self._regions = EmbeddingLRU(self._embed_region, max_items=2)
+        #: Held around every use of the backend: a click's decoder call never runs at the
+        #: same time as a propagation or an automatic run in another thread.
+        self.model_lock = threading.RLock()
+        #: Where and why objects stopped in the last slice-wise propagation.
+        self.last_stops: list[Stop] = []
         self.labels: LabelsStore | None = None
+        self.review: ReviewArea | None = None
         try:
             self._open_labels(labels, backend)
         except BaseException:
@@ -172,11 +159,14 @@ class Session:
                           "recorded in the store's provenance", stacklevel=3)
         store.update_provenance(model=backend.signature(),
                                 normalization=self.normalizer.to_dict(), image=fingerprint)
+        self.review = ReviewArea(store)
 
     def close(self) -> None:
         """Stop writing the labels store (its history stays for the next session)."""
         if self.labels is not None:
             self.labels.close()
+        if self.review is not None and self.review._store is not None:
+            self.review._store.close()
 
     def __enter__(self) -> Session:
         return self
@@ -213,7 +203,13 @@ class Session:
 
     def embedding(self, plane: tuple[int, ...] | int | None = None) -> Embedding:
         """The plane's embedding, computed once and kept (LRU) in memory."""
-        return self.planes.embedding(plane)
+        with self.model_lock:
+            return self.planes.embedding(plane)
+
+    def _embed_region(self, key: tuple) -> Embedding:
+        plane, (y0, y1, x0, x1) = key[0], key[1]
+        crop = np.asarray(self.image[plane + (slice(y0, y1), slice(x0, x1))])
+        return self.backend.embed(self.normalizer(crop))
 
     def precompute(
         self,
@@ -230,8 +226,9 @@ class Session:
         if self.cache is None:
             raise ValueError(
                 "precompute needs an embedding cache: create the session with cache=PATH")
-        return self.cache.precompute(planes, batch_size=batch_size, progress=progress,
-                                     cancel=cancel)
+        with self.model_lock:
+            return self.cache.precompute(planes, batch_size=batch_size, progress=progress,
+                                         cancel=cancel)
 
     # -- segmentation -----------------------------------------------------------------------------
     def segment(
@@ -240,8 +237,17 @@ class Session:
         plane: tuple[int, ...] | int | None = None,
         *,
         multimask: bool = True,
+        region: tuple[int, int, int, int] | None = None,
     ) -> dict[int, Segmentation]:
         """Segment every object prompted on one plane (one batched decoder call).
+
+        Parameters
+        ----------
+        region : (y0, y1, x0, x1), optional
+            Segment in this part of the plane only, embedded at full resolution (the model
+            otherwise sees the whole plane resized to its input size, e.g. 1024 pixels, and
+            small objects of a large plane vanish). Prompts stay in plane coordinates and
+            must lie inside the region; the masks are whole-plane, zero outside it.
 
         Returns
         -------
@@ -258,13 +264,51 @@ class Session:
         if not objects:
             raise ValueError(f"no prompts for plane {key}")
         ids = sorted(objects)
-        pred = self.backend.predict(self.embedding(key), [objects[i] for i in ids],
-                                    multimask=multimask)
+        if region is not None:
+            return self._segment_region(key, objects, ids, region, multimask)
+        with self.model_lock:
+            pred = self.backend.predict(self.embedding(key), [objects[i] for i in ids],
+                                        multimask=multimask)
         masks, scores, logits = pred.best()
         return {
-            i: Segmentation(key, i, masks[n], float(scores[n]), logits[n])
+            i: Segmentation(key, i, masks[n], float(scores[n]), logits[n], objects[i])
             for n, i in enumerate(ids)
         }
+
+    def _segment_region(self, key: tuple[int, ...], objects: dict[int, ObjectPrompt],
+                        ids: list[int], region: Any, multimask: bool) -> dict[int, Segmentation]:
+        h, w = self.shape[-2:]
+        try:
+            y0, y1, x0, x1 = (int(v) for v in region)
+        except (TypeError, ValueError):
+            raise ValueError(f"region must be (y0, y1, x0, x1) integers, got {region!r}") from None
+        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
+        if y1 - y0 < 8 or x1 - x0 < 8:
+            raise ValueError(f"region {region} keeps less than 8 x 8 pixels of the {h} x {w} "
+                             "plane")
+        shifted = {}
+        for i in ids:
+            p = objects[i]
+            check_in_plane(p, self.shape[-2:], f"object {i} on plane {key}")
+            pts = p.points - [x0, y0]
+            box = None if p.box is None else np.clip(p.box - [x0, y0, x0, y0], 0,
+                                                     [x1 - x0 - 1, y1 - y0 - 1] * 2)
+            shifted[i] = ObjectPrompt(pts, p.labels, box)
+            try:
+                check_in_plane(shifted[i], (y1 - y0, x1 - x0), f"object {i}")
+            except PromptError:
+                raise PromptError(f"object {i}'s prompt lies outside the region "
+                                  f"(y {y0}..{y1}, x {x0}..{x1}); zoom out or move it") from None
+        with self.model_lock:
+            emb = self._regions.get((key, (y0, y1, x0, x1)))
+            pred = self.backend.predict(emb, [shifted[i] for i in ids], multimask=multimask)
+        masks, scores, _ = pred.best()
+        out = {}
+        for n, i in enumerate(ids):
+            full = np.zeros((h, w), bool)
+            full[y0:y1, x0:x1] = masks[n]
+            out[i] = Segmentation(key, i, full, float(scores[n]), None, objects[i])
+        return out
 
     # -- committing -------------------------------------------------------------------------------
     def _require_labels(self) -> LabelsStore:
@@ -293,7 +337,23 @@ class Session:
         with store.operation("commit", f"commit of object {oid} on plane {where}"):
             store.paint(seg.plane, seg.mask, oid, overlap=overlap)
             store.set_object(oid, **({"class_name": class_name} if class_name else {}))
+            if seg.prompt is not None:
+                store.record_prompts({(seg.plane, oid): seg.prompt})
         return oid
+
+    def recorded_prompts(self) -> PromptSet:
+        """The prompts recorded in the labels store (commits and propagations of this and
+        earlier sessions): what a reopened session shows again."""
+        out = PromptSet()
+        if self.labels is None:
+            return out
+        for (plane, oid), rec in sorted(self.labels.recorded_prompts().items()):
+            try:
+                out.add(plane, oid, ObjectPrompt(rec.get("points"), rec.get("labels"),
+                                                 rec.get("box")))
+            except PromptError:  # an entry that no longer fits (e.g. a merged box): skip it
+                continue
+        return out
 
     def undo(self) -> UndoResult | None:
         """Undo the last operation on the labels store (a commit, a propagation, segment
@@ -322,6 +382,7 @@ class Session:
         settings: Any = None,
         cancel: Cancel = None,
         progress: Progress = None,
+        review: bool = False,
     ) -> dict[int, list[tuple[int, ...]]]:
         """Propagate prompted objects through the stack and write them plane by plane.
 
@@ -346,6 +407,9 @@ class Session:
             then either fully written or untouched.
         progress : callable, optional
             ``progress(planes_done, planes_total)``.
+        review : bool
+            Write into the review area (:attr:`review`) instead of the labels store:
+            nothing is annotated until :meth:`accept`.
 
         Returns
         -------
@@ -356,57 +420,14 @@ class Session:
         -----
         Overlap policy: results are painted with ``overlap="keep"``: pixels that already
         belong to another object stay with it. An object's own earlier pixels on a plane
-        are replaced, so re-propagating after a correction replaces what was wrong.
+        are replaced, so re-propagating after a correction replaces what was wrong. The
+        whole run is one operation (one undo step). Where a slice-wise walk stopped, and
+        why, is in :attr:`last_stops`.
         """
-        store = self._require_labels()
-        lead = self.plane_keys_shape
-        if not lead:
-            raise ValueError("propagation needs a volume or stack; this image is 2D")
-        self._check_prompts(prompts)
-        if method == "slice":
-            settings = settings or SliceSettings()
-            results = propagate_slicewise(
-                self.embedding, self.backend, prompts, lead_shape=lead, axis=axis,
-                planes=planes, direction=direction, settings=settings,
-                cancel=cancel,
-            )
-        elif method == "sam2":
-            results = propagate_sam2(
-                self.embedding, self.backend, prompts, lead_shape=lead,
-                plane_shape=self.shape[-2:], axis=axis, planes=planes, direction=direction,
-                cancel=cancel,
-            )
-        else:
-            raise ValueError(f"method must be 'slice' or 'sam2', not {method!r}")
-        ax = check_axis(axis, lead)
-        lo, hi = check_range(planes, lead[ax])
-        n_groups = len({k[:ax] + k[ax + 1:] for k in prompts.planes()})
-        total = max(1, (hi - lo) * n_groups)
-        provenance = {
-            "prompts": prompts.to_dict(include_masks=False),
-            "propagation": {"method": method, "axis": axis, "planes": planes,
-                            "direction": direction, "settings": _settings_json(settings)},
-        }
-        written: dict[int, list[tuple[int, ...]]] = {}
-        done_planes: set[tuple[int, ...]] = set()
-        ids = prompts.object_ids()
-        what = f"propagation of object{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
-        results = iter(results)
-        first = next(results, None)  # the prompts are checked here: bad input writes nothing
-        if first is None:
-            return written
-        store.update_provenance(**provenance)
-        with store.operation("propagate", what) as op:
-            for res in itertools.chain([first], results):
-                store.paint(res.plane, res.mask, res.obj_id, overlap="keep")
-                store.set_object(res.obj_id)
-                written.setdefault(res.obj_id, []).append(res.plane)
-                if res.plane not in done_planes:
-                    done_planes.add(res.plane)
-                    if progress is not None:
-                        progress(min(len(done_planes), total), total)
-                    op.what = f"{what} ({method}) on {_span(sorted(done_planes), ax)}"
-        return written
+        with self.model_lock:
+            return writes.propagate(self, self._target(review), prompts, method=method,
+                                    axis=axis, planes=planes, direction=direction,
+                                    settings=settings, cancel=cancel, progress=progress)
 
     def _check_prompts(self, prompts: Any) -> None:
         """Refuse prompts on missing planes or off the image before anything is written."""
@@ -435,8 +456,9 @@ class Session:
         cancel: Cancel = None,
     ) -> np.ndarray:
         """Instance labels of everything on one plane (nothing is written; for previews)."""
-        return auto_plane(self, plane, settings=settings, tiled=tiled, progress=progress,
-                          cancel=cancel)
+        with self.model_lock:
+            return auto_plane(self, plane, settings=settings, tiled=tiled, progress=progress,
+                              cancel=cancel)
 
     def auto_segment(
         self,
@@ -450,6 +472,7 @@ class Session:
         tiled: TiledEmbeddings | None = None,
         progress: Progress = None,
         cancel: Cancel = None,
+        review: bool = False,
     ) -> AutoResult:
         """Segment everything on every plane (or some) and write the labels store.
 
@@ -472,6 +495,8 @@ class Session:
             ``progress(done, total)`` in batches of point prompts over all planes.
         cancel : threading.Event or callable, optional
             Checked before each batch; the plane in progress is then not written.
+        review : bool
+            Stage the objects in the review area (:attr:`review`) instead.
 
         Returns
         -------
@@ -483,46 +508,11 @@ class Session:
         Pixels already labelled in the store keep their object; new objects get ids above
         every id in use (see :mod:`napari_segany.auto` for the overlap and linking rules).
         """
-        store = self._require_labels()
-        s = settings or AutoSettings()
-        if plane is not None:
-            if planes is not None:
-                raise ValueError("give plane= or planes=, not both")
-            keys = [self.check_plane(plane)]
-        else:
-            keys = plane_order(self.plane_keys_shape, planes, axis)
-        batches_per_plane(self.backend, s, tiled)  # refuses bad settings before any write
-        store.update_provenance(auto={"settings": s.to_dict(), "axis": axis, "planes": planes,
-                                      "link": bool(link), "link_iou": float(link_iou),
-                                      "tiling": tiled.tiling if tiled is not None else None})
-        what = "segment everything" + (f" on plane {keys[0] or '(2D)'}" if len(keys) == 1 else
-                                       f" on {len(keys)} planes")
-        linker = PlaneLinker(min_iou=float(link_iou), next_id=store.next_object_id())
-        ax = axis % len(keys[0]) if keys and keys[0] else 0
-        written: list[tuple[int, ...]] = []
-        new_ids: list[int] = []
-        seen: set[int] = set()
-        results = auto_planes(self, keys, settings=s, tiled=tiled, progress=progress,
-                              cancel=cancel)
-        try:
-            with store.operation("auto", what):
-                for n, (key, labels) in enumerate(results):
-                    existing = store.read_plane(key)
-                    linker.next_id = max(linker.next_id, int(existing.max()) + 1,
-                                         store.next_object_id())
-                    group = key[:ax] + key[ax + 1:] if link else n
-                    linked = linker(labels, group)
-                    fresh = [int(i) for i in np.unique(linked[existing == 0])
-                             if i and int(i) not in seen]
-                    seen.update(fresh)
-                    store.merge_plane(key, linked)
-                    if fresh:
-                        store.set_objects({i: {"source": "auto"} for i in fresh})
-                        new_ids += fresh
-                    written.append(key)
-        except Cancelled:
-            return AutoResult(written, new_ids, cancelled=True)
-        return AutoResult(written, new_ids)
+        with self.model_lock:
+            return writes.auto_segment(self, self._target(review), planes=planes, plane=plane,
+                                       axis=axis, settings=settings, link=link,
+                                       link_iou=link_iou, tiled=tiled, progress=progress,
+                                       cancel=cancel)
 
     # -- boxes ------------------------------------------------------------------------------------
     def segment_boxes(
@@ -538,6 +528,7 @@ class Session:
         multimask: bool = False,
         progress: Progress = None,
         cancel: Cancel = None,
+        review: bool = False,
     ) -> BoxesResult:
         """Segment boxes on one or many planes and write them into the labels store.
 
@@ -558,52 +549,35 @@ class Session:
             ``progress(done, total)`` in boxes (pieces of boxes split over tiles count apart).
         cancel : threading.Event or callable, optional
             Checked before each decoder call; the plane in progress is then not written.
+        review : bool
+            Stage the objects in the review area (:attr:`review`) instead.
 
         Returns
         -------
         BoxesResult
         """
+        with self.model_lock:
+            return writes.segment_boxes(self, self._target(review), boxes, plane=plane,
+                                        classes=classes, ids=ids, tiled=tiled,
+                                        chunk_size=chunk_size, overlap=overlap,
+                                        multimask=multimask, progress=progress, cancel=cancel)
+
+    # -- review -----------------------------------------------------------------------------------
+    def _target(self, review: bool) -> LabelsStore:
         store = self._require_labels()
-        if overlap not in OVERLAP_POLICIES:
-            raise BoxError(f"overlap must be one of {OVERLAP_POLICIES}, not {overlap!r}")
-        if not isinstance(boxes, BoxTable):
-            boxes = BoxTable.from_array(boxes, planes=plane, classes=classes, ids=ids)
-        elif plane is not None or classes is not None or ids is not None:
-            raise BoxError("plane=, classes= and ids= apply to an array of boxes; a BoxTable "
-                           "carries its own")
-        table = boxes.validated(self.shape)
-        n = len(table)
-        if tiled is not None and tuple(tiled.plane_shape) != tuple(self.shape[-2:]):
-            raise ValueError("the tiled embeddings belong to an image of another shape")
-        explicit = table.ids[table.ids > 0]
-        id_arr = table.ids.copy()
-        need = int((id_arr == 0).sum())
-        if need:  # new ids, allocated under the store's lock (safe with other writers)
-            id_arr[id_arr == 0] = store.reserve_object_ids(
-                need, above=int(explicit.max()) if explicit.size else 0)
-        results = box_planes(self, table, id_arr, tiled=tiled, chunk_size=chunk_size,
-                             overlap=overlap, multimask=multimask, progress=progress,
-                             cancel=cancel)
-        store.update_provenance(boxes={"source": table.source, "n_boxes": n, "overlap": overlap,
-                                       "multimask": bool(multimask),
-                                       "tiling": None if tiled is None else tiled.tiling})
-        scores = np.full(n, np.nan, np.float32)
-        areas = np.zeros(n, np.int64)
-        written: list[tuple[int, ...]] = []
-        try:
-            with store.operation("boxes", f"boxes to masks ({n} box{'es' if n != 1 else ''})"):
-                for key, rows, labels, row_scores in results:
-                    scores[rows] = row_scores
-                    plane_labels = store.merge_plane(key, labels)
-                    counts = np.bincount(plane_labels.ravel(), minlength=int(id_arr.max()) + 1)
-                    areas[rows] = counts[id_arr[rows]]
-                    infos: dict[int, dict[str, Any]] = {}
-                    for r in rows:
-                        info = infos.setdefault(int(id_arr[r]), {"source": "boxes"})
-                        if table.classes[r] is not None:
-                            info["class_name"] = table.classes[r]
-                    store.set_objects(infos)
-                    written.append(key)
-        except Cancelled:
-            return BoxesResult(id_arr, scores, areas, written, cancelled=True)
-        return BoxesResult(id_arr, scores, areas, written)
+        if not review:
+            return store
+        staged = self.review.store()  # type: ignore[union-attr]
+        assert staged is not None
+        return staged
+
+    def accept(self, ids: Any = None) -> AcceptResult:
+        """Move staged objects (``ids``, default all) from the review area into the labels
+        store: one operation, undone by :meth:`undo`."""
+        self._require_labels()
+        return self.review.accept(ids)  # type: ignore[union-attr]
+
+    def discard(self, ids: Any = None) -> int:
+        """Drop staged objects (``ids``, default all) from the review area."""
+        self._require_labels()
+        return self.review.discard(ids)  # type: ignore[union-attr]
