@@ -213,3 +213,23 @@ def test_recorded_prompts_come_back_in_the_next_session(tmp_path):
     assert again.object_ids() == [1, 2]
     got = again.for_plane((14,))[1]
     assert np.allclose(got.points, p1.points) and list(got.labels) == [1]
+
+
+def test_segment_from_tiled_embeddings_picks_the_tile_holding_the_prompt(tmp_path):
+    from napari_segany.tiling import TiledEmbeddings
+
+    backend = RuleBackend()
+    s = Session(VOL, backend, labels=tmp_path / "tt.zarr")
+    tiled = TiledEmbeddings.from_session(s, tile=64, halo=16)
+    whole = s.segment({1: _prompt(14), 2: _prompt(14, GT2)}, (14,))
+    segs = s.segment({1: _prompt(14), 2: _prompt(14, GT2)}, (14,), tiled=tiled)
+    for oid in (1, 2):  # each blob lies in a window: the same objects, from tiles
+        assert np.array_equal(segs[oid].mask, whole[oid].mask)
+    computed = tiled.stats["computed"]  # the windows holding each blob, embedded once
+    s.segment({1: _prompt(14)}, (14,), tiled=tiled)
+    assert tiled.stats["computed"] == computed <= 4
+    big = ObjectPrompt(points=[[5, 5]], labels=[1], box=[2, 2, 90, 90])
+    with pytest.raises(PromptError, match="larger than one tile"):
+        s.segment({3: big}, (14,), tiled=tiled)
+    with pytest.raises(ValueError, match="not both"):
+        s.segment({1: _prompt(14)}, (14,), tiled=tiled, region=(0, 50, 0, 50))

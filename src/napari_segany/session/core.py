@@ -10,7 +10,6 @@ import os
 import shutil
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +30,11 @@ from ..storage.embeddings import EmbeddingLRU, PlaneEmbeddings
 from ..storage.history import UndoResult
 from ..storage.labels import LabelsStore, check_object_id
 from ..tiling import TiledEmbeddings
-from . import writes
+from . import regions, writes
 from .review import AcceptResult, ReviewArea
+from .segmentation import Segmentation
 
 __all__ = ["Session", "Segmentation"]
-
-
-@dataclass
-class Segmentation:
-    """The best mask of one object on one plane."""
-
-    plane: tuple[int, ...]
-    obj_id: int
-    mask: np.ndarray  # (H, W) bool
-    score: float
-    logits: np.ndarray | None  # (lr, lr) float32 (None for a region or a hand-made mask)
-    prompt: ObjectPrompt | None = None  # what it was segmented from (recorded on commit)
 
 
 class Session:
@@ -238,6 +226,7 @@ class Session:
         *,
         multimask: bool = True,
         region: tuple[int, int, int, int] | None = None,
+        tiled: TiledEmbeddings | None = None,
     ) -> dict[int, Segmentation]:
         """Segment every object prompted on one plane (one batched decoder call).
 
@@ -248,6 +237,10 @@ class Session:
             otherwise sees the whole plane resized to its input size, e.g. 1024 pixels, and
             small objects of a large plane vanish). Prompts stay in plane coordinates and
             must lie inside the region; the masks are whole-plane, zero outside it.
+        tiled : TiledEmbeddings, optional
+            Segment each object in the tile window that holds its prompt best (farthest
+            from the window's edges), from the tiles' cached embeddings: large planes at
+            full resolution. Masks are whole-plane, zero outside that window.
 
         Returns
         -------
@@ -264,8 +257,12 @@ class Session:
         if not objects:
             raise ValueError(f"no prompts for plane {key}")
         ids = sorted(objects)
+        if region is not None and tiled is not None:
+            raise ValueError("give region= or tiled=, not both")
         if region is not None:
-            return self._segment_region(key, objects, ids, region, multimask)
+            return regions.segment_region(self, key, objects, ids, region, multimask)
+        if tiled is not None:
+            return regions.segment_tiled(self, key, objects, ids, tiled, multimask)
         with self.model_lock:
             pred = self.backend.predict(self.embedding(key), [objects[i] for i in ids],
                                         multimask=multimask)
@@ -274,41 +271,6 @@ class Session:
             i: Segmentation(key, i, masks[n], float(scores[n]), logits[n], objects[i])
             for n, i in enumerate(ids)
         }
-
-    def _segment_region(self, key: tuple[int, ...], objects: dict[int, ObjectPrompt],
-                        ids: list[int], region: Any, multimask: bool) -> dict[int, Segmentation]:
-        h, w = self.shape[-2:]
-        try:
-            y0, y1, x0, x1 = (int(v) for v in region)
-        except (TypeError, ValueError):
-            raise ValueError(f"region must be (y0, y1, x0, x1) integers, got {region!r}") from None
-        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
-        if y1 - y0 < 8 or x1 - x0 < 8:
-            raise ValueError(f"region {region} keeps less than 8 x 8 pixels of the {h} x {w} "
-                             "plane")
-        shifted = {}
-        for i in ids:
-            p = objects[i]
-            check_in_plane(p, self.shape[-2:], f"object {i} on plane {key}")
-            pts = p.points - [x0, y0]
-            box = None if p.box is None else np.clip(p.box - [x0, y0, x0, y0], 0,
-                                                     [x1 - x0 - 1, y1 - y0 - 1] * 2)
-            shifted[i] = ObjectPrompt(pts, p.labels, box)
-            try:
-                check_in_plane(shifted[i], (y1 - y0, x1 - x0), f"object {i}")
-            except PromptError:
-                raise PromptError(f"object {i}'s prompt lies outside the region "
-                                  f"(y {y0}..{y1}, x {x0}..{x1}); zoom out or move it") from None
-        with self.model_lock:
-            emb = self._regions.get((key, (y0, y1, x0, x1)))
-            pred = self.backend.predict(emb, [shifted[i] for i in ids], multimask=multimask)
-        masks, scores, _ = pred.best()
-        out = {}
-        for n, i in enumerate(ids):
-            full = np.zeros((h, w), bool)
-            full[y0:y1, x0:x1] = masks[n]
-            out[i] = Segmentation(key, i, full, float(scores[n]), None, objects[i])
-        return out
 
     # -- committing -------------------------------------------------------------------------------
     def _require_labels(self) -> LabelsStore:
@@ -581,3 +543,4 @@ class Session:
         """Drop staged objects (``ids``, default all) from the review area."""
         self._require_labels()
         return self.review.discard(ids)  # type: ignore[union-attr]
+
