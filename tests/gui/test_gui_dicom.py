@@ -129,3 +129,42 @@ def test_cases_panel_drives_a_worklist(make_napari_viewer, qtbot, tmp_path):
     assert "Exported 1 of 1" in panel.status_label.text()
     panel.next_btn.click()
     assert panel.current.id == "p2" and len(viewer.layers) == 1  # the last case's layers go
+
+
+def test_cases_table_selects_one_whole_row_and_is_not_editable(make_napari_viewer, qtbot,
+                                                               tmp_path):
+    """The table's selection and edit behaviour (scoped Qt enums, as PyQt6 names them):
+    a click on any cell selects its whole row, one row at a time, and nothing is edited."""
+    from qtpy.QtCore import Qt
+
+    from napari_segany._qt._cases import CasesPanel
+    from napari_segany.cases import Worklist
+
+    rng = np.random.default_rng(1)
+    for name in ("p1", "p2", "p3"):
+        write_series(tmp_path / "img" / name, rng.integers(0, 50, (3, 12, 10)).astype(np.int16),
+                     np.diag([0.5, 0.5, 2.0, 1.0]))
+    Worklist.create(tmp_path / "img", tmp_path / "w", classes=["liver"])
+    panel = CasesPanel(make_napari_viewer(), user="dr_gui")
+    qtbot.addWidget(panel)
+    panel.show()
+    assert panel.load(tmp_path / "w") and panel.table.rowCount() == 3
+    table = panel.table
+
+    def click(row: int, col: int, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+        rect = table.visualItemRect(table.item(row, col))
+        qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, modifier, rect.center())
+
+    click(1, 3)  # the "when" cell of p2
+    assert [i.row() for i in table.selectionModel().selectedRows()] == [1]
+    assert {(i.row(), i.column()) for i in table.selectedItems()} == {(1, c) for c in range(4)}
+    click(2, 0, Qt.KeyboardModifier.ControlModifier)  # no multi-selection, even with Ctrl
+    assert [i.row() for i in table.selectionModel().selectedRows()] == [2]
+    click(0, 0)  # a double click: press, release, then the double-click press
+    qtbot.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier,
+                      table.visualItemRect(table.item(0, 0)).center())
+    assert table.state() != table.State.EditingState  # a double click opens, never edits
+    assert table.item(0, 0).text() == "p1" and panel.current.id == "p1"
+    click(1, 2)
+    assert panel.open_selected().id == "p2" and panel.current.id == "p2"

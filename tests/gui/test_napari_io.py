@@ -12,7 +12,7 @@ import zarr
 from napari_segany._napari import reader as nio_reader
 from napari_segany._napari import writer as nio_writer
 from napari_segany.session import Session
-from napari_segany.storage import LabelsStore
+from napari_segany.storage import LabelsStore, StoreArray
 
 MANIFEST = Path(nio_reader.__file__).parents[1] / "napari.yaml"
 
@@ -30,7 +30,8 @@ def test_manifest_is_valid_and_complete():
     assert {"*.zarr", "*.tif", "*.tiff", "*.nii", "*.nii.gz"} <= set(reader.filename_patterns)
     writer = contrib.writers[0]
     assert writer.layer_types == ["labels"]
-    assert {".zarr", ".tif", ".tiff"} <= set(writer.filename_extensions)
+    assert {".zarr", ".tif", ".tiff", ".ome.zarr"} <= set(writer.filename_extensions)
+    assert writer.filename_extensions[0] == ".zarr"  # napari's default: a labels store
 
 
 def test_npe2_validate_command():
@@ -54,17 +55,51 @@ def _store(tmp_path: Path, shape=(5, 16, 20)) -> LabelsStore:
 
 
 def test_reader_opens_labels_stores_lazily(tmp_path):
+    """The layer's data is the store's StoreArray: planes read on demand, writes as operations."""
     _store(tmp_path)
     path = str(tmp_path / "seg.zarr")
     reader = nio_reader.get_reader(path)
     assert reader is nio_reader.read_labels_store
     [(data, kwargs, kind)] = reader(path)
-    assert kind == "labels" and isinstance(data, zarr.Array)  # not loaded into memory
-    assert data.shape == (5, 16, 20) and int(np.asarray(data[2]).max()) == 7
+    assert kind == "labels" and isinstance(data, StoreArray)  # a view, not loaded into memory
+    assert isinstance(data.store.array, zarr.Array) and data.store.path == tmp_path / "seg.zarr"
+    assert data.shape == (5, 16, 20) and data.dtype == np.uint32
+    assert data.chunks == (1, 16, 20)  # one chunk per plane: a plane is one read
+    plane = data[2]
+    assert isinstance(plane, np.ndarray) and plane.shape == (16, 20) and int(plane.max()) == 7
     assert kwargs["name"] == "seg"
     assert kwargs["scale"] == [3.0, 0.5, 0.5] and kwargs["translate"] == [1.0, 2.0, 3.0]
     assert kwargs["metadata"]["napari_segany"]["objects"]["7"] == {"class_name": "cell"}
+    assert kwargs["metadata"]["path"] == path
     assert nio_reader.get_reader([path]) is nio_reader.read_labels_store
+    # an edit made in napari (a brush stroke writes layer.data[...]) is one store operation:
+    # on disk at once, in the history, and undone by the store's undo
+    before = len(data.store.history())
+    data[4, 0:2, 0:3] = 5
+    assert [op.kind for op in data.store.history()[before:]] == ["edit"]
+    assert data.store.history()[-1].pixels == 6
+    on_disk = LabelsStore.open(tmp_path / "seg.zarr", mode="r")
+    assert int((on_disk.read_plane(4) == 5).sum()) == 6
+    assert data.store.undo() is not None
+    assert not on_disk.read_plane(4).any() and int(data[2].max()) == 7
+
+
+def test_reader_shows_an_unwritable_store_read_only(tmp_path, monkeypatch):
+    _store(tmp_path)
+    opened = LabelsStore.open
+
+    def no_write(path, *, mode="r+", **kw):
+        if mode != "r":
+            raise PermissionError(f"{path}: read-only file system")
+        return opened(path, mode=mode, **kw)
+
+    monkeypatch.setattr(LabelsStore, "open", staticmethod(no_write))
+    [(data, kwargs, kind)] = nio_reader.read_labels_store(str(tmp_path / "seg.zarr"))
+    assert kind == "labels" and isinstance(data, zarr.Array) and data.read_only
+    assert int(np.asarray(data[2]).max()) == 7 and kwargs["scale"] == [3.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="read-only"):  # zarr refuses: nothing is written
+        data[0, 0, 0] = 1
+    assert not np.asarray(opened(tmp_path / "seg.zarr", mode="r").read_plane(0)).any()
 
 
 def test_reader_declines_what_it_does_not_handle(tmp_path):
@@ -182,7 +217,7 @@ def test_writer_never_damages_existing_data(tmp_path):
     with pytest.raises(ValueError, match="outside"):
         nio_writer.write_labels(str(tmp_path / "bad.tif"), bad, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.zarr", "seg.zarr"]
-    with pytest.raises(ValueError, match="use a .zarr or .tif"):
+    with pytest.raises(ValueError, match="use a .zarr, .ome.zarr or .tif"):
         nio_writer.write_labels(str(tmp_path / "x.png"), _labels(), {})
 
 

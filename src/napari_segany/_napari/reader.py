@@ -5,13 +5,18 @@
   on demand, never the whole volume; edits made in napari go straight to the store (one
   plane chunk at a time);
 * TIFF (lazy above 256 MiB, see :func:`napari_segany.io.read_image`) -> an Image layer,
-  with the voxel size from ImageJ metadata or from this plugin's TIFF writer;
+  with the voxel size from ImageJ metadata or from this plugin's TIFF writer; a TIFF of
+  labels this plugin wrote (tagged ``napari_segany_labels`` by its napari writer and by
+  :func:`napari_segany.exports.export_tiff`) -> a Labels layer, with its scale and offset;
 * NIfTI (``.nii``, ``.nii.gz``) -> an Image layer ``(z, y, x)`` (the file's axes reversed)
   with ``scale`` = voxel spacing; the file's affine is kept in metadata;
 * DICOM (a folder of a series or a study, a folder with a DICOMDIR, a ``.dcm`` file) -> one
   lazy Image layer ``(z, y, x)`` per image series (slices decoded as they are shown), with
   ``scale`` = voxel spacing in mm, contrast limits from the file's WindowCenter/Width, and
-  the affine in metadata.
+  the affine in metadata;
+* video (``.mp4``, ``.m4v``, ``.mov``, ``.avi``, ``.mkv``, ``.webm``) -> a lazy RGB Image
+  layer ``(t, y, x, 3)`` decoded with PyAV frame by frame as it is shown (keyframe index,
+  LRU of decoded frames), with the frame rate and timestamps in metadata.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import numpy as np
 from ..errors import LabelsStoreError
 from ..io import file_stem, is_dicom, read_image
 from ..io.dicom import read_all_series
+from ..io.video import VIDEO_SUFFIXES, VideoFile
 from ..storage.labels import ATTRS_KEY, LabelsStore, is_labels_store
 
 __all__ = ["get_reader", "read_labels_store", "read_tiff", "read_nifti", "read_dicom_folder",
-           "fits"]
+           "read_video", "fits", "LABELS_TAG"]
 
 LayerData = list[tuple[Any, dict[str, Any], str]]
 _TIFF = (".tif", ".tiff")
@@ -50,6 +56,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], LayerData] | None:
         return read_nifti
     if name.endswith(_TIFF) and p.is_file():
         return read_tiff
+    if name.endswith(VIDEO_SUFFIXES) and p.is_file():
+        return read_video
     if p.is_dir() and is_labels_store(p):
         return read_labels_store
     if (p.is_dir() or name.endswith(_DICOM) or name == "dicomdir") and is_dicom(p):
@@ -97,17 +105,32 @@ def read_labels_store(path: str | os.PathLike | list) -> LayerData:
     return [(data, kwargs, "labels")]
 
 
-def _tiff_scale(p: Path, ndim: int, rgb: bool) -> list[float] | None:
-    """Voxel size along the data axes from ImageJ metadata or this plugin's writer."""
+#: The metadata key this plugin's TIFF writers set on labels (shaped or ImageJ metadata).
+LABELS_TAG = "napari_segany_labels"
+
+
+def _tiff_meta(p: Path, ndim: int, rgb: bool) -> tuple[dict[str, Any], bool]:
+    """``({"scale": ..., "translate": ...} where known, tagged as labels)`` of a TIFF.
+
+    The voxel size comes from this plugin's writers (shaped metadata ``scale``) or from
+    ImageJ metadata (X/Y resolution tags, ``spacing``); the offset only from this
+    plugin's napari writer (``translate``).
+    """
     import tifffile
 
+    geometry: dict[str, Any] = {}
     with tifffile.TiffFile(p) as tif:
         shaped = tif.shaped_metadata[0] if tif.shaped_metadata else None
-        if shaped and fits(shaped.get("scale"), ndim - rgb):
-            return fits(shaped.get("scale"), ndim - rgb)
         ij = tif.imagej_metadata
-        if not ij:
-            return None
+        labels = bool((shaped or {}).get(LABELS_TAG) or (ij or {}).get(LABELS_TAG))
+        if shaped:  # the napari writer's scale/translate, export_tiff's per-axis spacing
+            for key, names in (("scale", ("scale", "spacing")), ("translate", ("translate",))):
+                vals = next((v for v in (fits(shaped.get(n), ndim - rgb) for n in names)
+                             if v is not None), None)
+                if vals is not None:
+                    geometry[key] = vals
+        if "scale" in geometry or not ij:
+            return geometry, labels
         axes = tif.series[0].axes  # e.g. "TZYX", "ZCYX", "YXS"
         page = tif.pages.first
         sizes: dict[str, float] = {}
@@ -120,24 +143,32 @@ def _tiff_scale(p: Path, ndim: int, rgb: bool) -> list[float] | None:
         if ij.get("spacing"):
             sizes["Z"] = float(ij["spacing"])
     if len(axes) != ndim:
-        return None
+        return geometry, labels
     scale = [sizes.get(a, 1.0) for a in axes if a != "S"]
-    return scale if any(s != 1.0 for s in scale) and all(s > 0 for s in scale) else None
+    if any(s != 1.0 for s in scale) and all(s > 0 for s in scale):
+        geometry["scale"] = scale
+    return geometry, labels
 
 
 def read_tiff(path: str | os.PathLike | list) -> LayerData:
-    """A TIFF file as an Image layer (lazy for large files), with its voxel size."""
+    """A TIFF file as an Image layer (lazy for large files), with its voxel size.
+
+    A TIFF of labels written by this plugin (its napari writer, or
+    :func:`~napari_segany.exports.export_tiff`) comes back as a Labels layer instead, with
+    the scale and offset it was saved with.
+    """
     p = _one(path)
     img = read_image(p)
-    kwargs: dict[str, Any] = {"name": file_stem(p), "rgb": bool(img.rgb),
-                              "metadata": {"path": str(p)}}
     try:
-        scale = _tiff_scale(p, len(img.data.shape), img.rgb)
+        geometry, labels = _tiff_meta(p, len(img.data.shape), img.rgb)
     except Exception:  # metadata is a bonus: never fail to open the pixels because of it
-        scale = None
-    if scale is not None:
-        kwargs["scale"] = scale
-    return [(img.data, kwargs, "image")]
+        geometry, labels = {}, False
+    labels = labels and not img.rgb and np.dtype(img.data.dtype).kind in "biu"
+    kwargs: dict[str, Any] = {"name": file_stem(p), "metadata": {"path": str(p)}}
+    if not labels:
+        kwargs["rgb"] = bool(img.rgb)
+    kwargs.update(geometry)
+    return [(img.data, kwargs, "labels" if labels else "image")]
 
 
 def read_nifti(path: str | os.PathLike | list) -> LayerData:
@@ -184,3 +215,20 @@ def read_dicom_folder(path: str | os.PathLike | list) -> LayerData:
             kwargs["colormap"] = "gray_r"  # MONOCHROME1: the lowest value is white
         layers.append((vol, kwargs, "image"))
     return layers
+
+
+def read_video(path: str | os.PathLike | list) -> LayerData:
+    """A video file as a lazy RGB Image layer ``(t, y, x, 3)`` (frames decoded when shown).
+
+    ``metadata`` holds ``fps``, ``timestamps`` (seconds per frame), ``codec`` and
+    ``pixel_format``; 10-bit and deeper video is uint16 RGB.
+    """
+    p = _one(path)
+    video = VideoFile(p)
+    meta = {"path": str(p), "fps": video.fps, "timestamps": video.timestamps.tolist(),
+            "variable_frame_rate": video.variable_frame_rate, "codec": video.codec,
+            "pixel_format": video.pixel_format}
+    kwargs: dict[str, Any] = {"name": file_stem(p), "rgb": True, "metadata": meta}
+    if video.dtype != np.uint8:
+        kwargs["contrast_limits"] = [0, 65535]
+    return [(video, kwargs, "image")]

@@ -1,7 +1,9 @@
-"""The npe2 writer: a Labels layer saved as a napari-segany labels store or a TIFF (no Qt).
+"""The npe2 writer: a Labels layer saved as a napari-segany labels store, an OME-Zarr or a
+TIFF (no Qt).
 
-Labels -> ``.zarr`` (a napari-segany labels store, one chunk per plane) or ``.tif``/
-``.tiff`` (zlib-compressed up to 256 MiB). Data are read plane by plane and written into
+Labels -> ``.zarr`` (a napari-segany labels store, one chunk per plane), ``.ome.zarr``
+(OME-Zarr labels, NGFF 0.4, see :func:`napari_segany.exports.export_ome_zarr`) or
+``.tif``/``.tiff`` (zlib-compressed up to 256 MiB). Data are read plane by plane and written into
 a temporary sibling that replaces the target only when complete
 (:func:`napari_segany.storage.replacing`), so a failed write never leaves a half-written
 file, and an existing store is only replaced once the new one is whole.
@@ -9,6 +11,9 @@ file, and an existing store is only replaced once the new one is whole.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from .._planes import iter_keys
+from ..exports import export_ome_zarr
 from ..io import IN_MEMORY_MAX_BYTES
 from ..storage.atomic import replacing
 from ..storage.labels import LabelsStore, is_labels_store
-from .reader import fits
+from .reader import LABELS_TAG, fits
 
 __all__ = ["write_labels"]
 
@@ -67,6 +73,40 @@ def _write_zarr(path: Path, data: Any, meta: dict[str, Any]) -> None:
         store.set_objects({oid: {} for oid in sorted(ids)})
 
 
+def _ome_zarr_holds_more(path: Path, name: str) -> str | None:
+    """What an existing OME-Zarr holds besides labels ``name`` (an image, other labels), or
+    None when replacing it loses nothing but those labels."""
+    def attrs(folder: Path) -> dict[str, Any]:
+        for file in (".zattrs", "zarr.json"):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                found = json.loads((folder / file).read_text())
+                found = found.get("attributes", found) if file == "zarr.json" else found
+                return found.get("ome", found) if isinstance(found, dict) else {}
+        return {}
+
+    if not path.is_dir():
+        return None
+    if attrs(path).get("multiscales"):
+        return "an image"
+    others = [str(n) for n in attrs(path / "labels").get("labels") or [] if n != name]
+    return f"other labels ({', '.join(others)})" if others else None
+
+
+def _write_ome_zarr(path: Path, data: Any, meta: dict[str, Any]) -> None:
+    """OME-Zarr labels named after the layer. An existing OME-Zarr of these labels alone is
+    replaced (napari has asked); one that holds an image or other labels never is, nor a
+    folder that is not a zarr store."""
+    info = _layer_info(meta, data.ndim)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(info.get("name") or "labels")).lstrip(".-")
+    name = name or "labels"
+    more = _ome_zarr_holds_more(path, name)
+    if more is not None:
+        raise ValueError(f"{path} holds {more}, which saving these labels would delete; it "
+                         "was left untouched: choose another file name")
+    export_ome_zarr(data, path, name=name, spacing=info.get("scale"),
+                    translate=info.get("translate"), overwrite=True)
+
+
 def _write_tiff(path: Path, data: Any, meta: dict[str, Any]) -> None:
     """Compressed (zlib) up to 256 MiB; larger labels are streamed plane by plane, raw."""
     import tifffile
@@ -83,11 +123,12 @@ def _write_tiff(path: Path, data: Any, meta: dict[str, Any]) -> None:
             tmp, np.stack(list(planes)).reshape(data.shape) if small else planes,
             shape=tuple(data.shape), dtype=dtype, bigtiff=nbytes > 2**32 - 2**25,
             compression="zlib" if small else None, photometric="minisblack",
-            metadata={"napari_segany_labels": True, **extra})
+            metadata={LABELS_TAG: True, **extra})
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """npe2 single-layer writer for Labels: ``.zarr`` (labels store) or ``.tif``/``.tiff``.
+    """npe2 single-layer writer for Labels: ``.zarr`` (labels store), ``.ome.zarr`` (OME-Zarr
+    labels) or ``.tif``/``.tiff``.
 
     Parameters
     ----------
@@ -108,10 +149,13 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     if getattr(data, "ndim", 0) < 2:
         raise ValueError(f"labels need 2 or more axes, got shape {getattr(data, 'shape', None)}")
     name = p.name.lower()
-    if name.endswith(".zarr"):
+    if name.endswith(".ome.zarr"):
+        _write_ome_zarr(p, data, meta)
+    elif name.endswith(".zarr"):
         _write_zarr(p, data, meta)
     elif name.endswith(_TIFF):
         _write_tiff(p, data, meta)
     else:
-        raise ValueError(f"cannot write labels as {p.name!r}: use a .zarr or .tif/.tiff name")
+        raise ValueError(f"cannot write labels as {p.name!r}: use a .zarr, .ome.zarr or "
+                         ".tif/.tiff name")
     return [str(p)]

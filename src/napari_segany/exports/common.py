@@ -93,7 +93,7 @@ def _check_target(path: str | os.PathLike, overwrite: bool, labels: _Labels) -> 
             if src == dst or dst in src.parents:
                 raise ExportError(f"{path} holds the labels being exported; choose another "
                                   "output")
-        zarr_dir = (path / "zarr.json").exists() or (path / ".zarray").exists()
+        zarr_dir = any((path / n).exists() for n in ("zarr.json", ".zarray", ".zgroup"))
         if path.is_dir() and not zarr_dir:
             raise ExportError(f"{path} is a folder that is not a zarr store; it is not "
                               "replaced even with overwrite: choose another output")

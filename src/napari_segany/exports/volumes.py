@@ -109,7 +109,8 @@ def export_tiff(
                           "(--no-imagej) for a plain uint32 TIFF")
     sp = _spacing(lab, spacing)
     unit = unit or lab.source().get("unit")
-    meta: dict[str, Any] = {"axes": axes}
+    # the tag napari-segany's napari reader opens as a Labels layer (ImageJ ignores it)
+    meta: dict[str, Any] = {"axes": axes, "napari_segany_labels": True}
     kwargs: dict[str, Any] = {}
     if sp is not None:
         kwargs["resolution"] = (1.0 / sp[-1], 1.0 / sp[-2])
