@@ -22,6 +22,10 @@ __all__ = [
     "UsageError",
     "DicomError",
     "CasesError",
+    "BatchError",
+    "ClusterError",
+    "VideoError",
+    "TrackingError",
 ]
 
 
@@ -81,3 +85,26 @@ class DicomError(ValueError):
 
 class CasesError(ValueError):
     """A worklist, case or class table that cannot be used as asked; the message says why."""
+
+
+class VideoError(ValueError):
+    """A video file that cannot be read as a stack of frames (no video stream, corrupt or
+    truncated data, a frame count that does not match), or a movie that cannot be written;
+    the message names the file and what to do."""
+
+
+class TrackingError(ValueError):
+    """Tracking asked for something the stack, the store or the lineage cannot give (a
+    missing track, a division on a frame where the parent is absent, ...)."""
+
+
+class BatchError(ValueError):
+    """Inputs of a batch or block run that cannot be used as asked (no images matched, a
+    bad manifest row, an output of another shape, a run folder made for other settings);
+    the message names the input and what to do. Nothing is written before it is raised."""
+
+
+class ClusterError(RuntimeError):
+    """A Dask cluster that cannot be reached, or workers that cannot run the job (the model
+    does not load there, an input cannot be read there); the message names the address or
+    the worker and what to do."""

@@ -1,5 +1,5 @@
-"""``napari-segany export``: a labels store to TIFF, zarr, NIfTI, RLE CSV, COCO JSON,
-DICOM-SEG or RTSTRUCT."""
+"""``napari-segany export``: a labels store to TIFF, zarr, OME-Zarr, NIfTI, RLE CSV, COCO
+JSON, DICOM-SEG, RTSTRUCT or an overlay movie (MP4)."""
 
 from __future__ import annotations
 
@@ -21,25 +21,28 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: Any) -> None:
     exp = sub.add_parser(
-        "export", help="export a labels store to TIFF, zarr, NIfTI, RLE CSV, COCO JSON, "
-                       "DICOM-SEG or RTSTRUCT",
+        "export", help="export a labels store to TIFF, zarr, OME-Zarr, NIfTI, RLE CSV, COCO "
+                       "JSON, DICOM-SEG, RTSTRUCT or an overlay movie (MP4)",
         description="Export a napari-segany labels store plane by plane. Formats: tif "
-                    "(ImageJ hyperstack), zarr (copy), nii (NIfTI, .nii or .nii.gz), rle "
+                    "(ImageJ hyperstack), zarr (copy), ome-zarr (NGFF 0.4 labels with "
+                    "levels), nii (NIfTI, .nii or .nii.gz), rle "
                     "(CSV of run-length strings), coco (COCO JSON with RLE masks), "
                     "dicom-seg (DICOM Segmentation) and rtstruct (RT Structure Set) on the "
-                    "source DICOM series.")
+                    "source DICOM series, mp4 (the image with the labels drawn over it).")
     exp.add_argument("labels", type=Path,
                      help="labels store (e.g. OUT.zarr, or the folder 'segment' wrote)")
     exp.add_argument("--format", default=None,
-                     help="tif | zarr | nii | rle | coco | dicom-seg | rtstruct (default: from "
-                          "--out's ending; .seg.dcm and .dcm: dicom-seg, .rtstruct.dcm: rtstruct)")
+                     help="tif | zarr | ome-zarr | nii | rle | coco | dicom-seg | rtstruct | "
+                          "mp4 (default: from --out's ending; .ome.zarr: ome-zarr, .seg.dcm "
+                          "and .dcm: dicom-seg, .rtstruct.dcm: rtstruct, .mp4: overlay movie)")
     exp.add_argument("--out", type=Path, required=True, help="output file (folder for zarr)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    exp.add_argument("--axes", default=None, help="tif: axis letters in TZCYX order, e.g. TYX")
+    exp.add_argument("--axes", default=None,
+                     help="tif, ome-zarr: axis letters in TZCYX order, e.g. TYX")
     exp.add_argument("--spacing", default=None,
-                     help="tif, nii: voxel size per labels axis, e.g. '2,0.5,0.5' for (z, y, x) "
-                          "(default: the source image's, if recorded)")
-    exp.add_argument("--unit", default=None, help="tif: unit of --spacing, e.g. um")
+                     help="tif, nii, ome-zarr: voxel size per labels axis, e.g. '2,0.5,0.5' "
+                          "for (z, y, x) (default: the source image's, if recorded)")
+    exp.add_argument("--unit", default=None, help="tif, ome-zarr: unit of --spacing, e.g. um")
     exp.add_argument("--no-imagej", action="store_true",
                      help="tif: plain uint32 TIFF instead of an ImageJ hyperstack")
     exp.add_argument("--reference", type=Path, default=None,
@@ -50,29 +53,48 @@ def add_parser(sub: Any) -> None:
                      help="dicom-seg, rtstruct: which series of --reference (UID, number or "
                           "description) when it holds several")
     exp.add_argument("--class-name", action="append", default=[], metavar="ID=NAME",
-                     help="coco, dicom-seg, rtstruct: class of an object, e.g. 3=nucleus "
-                          "(repeatable), or NAME for all objects")
+                     help="coco, dicom-seg, rtstruct, ome-zarr: class of an object, e.g. "
+                          "3=nucleus (repeatable), or NAME for all objects")
     exp.add_argument("--classes", type=Path, default=None,
-                     help="dicom-seg, rtstruct: class table (a worklist's classes.json, or one "
-                          "name per line) giving names, colours and codes by object id")
+                     help="dicom-seg, rtstruct, ome-zarr: class table (a worklist's "
+                          "classes.json, or one name per line) giving names, colours and "
+                          "codes by object id")
     exp.add_argument("--segments", choices=["object", "class"], default=None,
                      help="dicom-seg, rtstruct: one segment per object (default) or per class")
     exp.add_argument("--creator", default=None,
                      help="dicom-seg, rtstruct: who made the segmentation (ContentCreatorName)")
+    exp.add_argument("--fps", type=float, default=None,
+                     help="mp4: frames per second (default: the source video's, else 10)")
     exp.add_argument("--labelmap", action="store_true",
                      help="dicom-seg: the LABELMAP segmentation type (newer viewers) instead "
                           "of BINARY")
+    exp.add_argument("--image", default=None, metavar="PATH|source",
+                     help="ome-zarr: write this image (of the labels' shape) at the root, so "
+                          "the folder opens as the image with its labels; 'source': the "
+                          "image the store recorded (default: labels only); mp4: the image or "
+                          "video under the labels (default: the source the store recorded)")
+    exp.add_argument("--levels", type=int, default=None,
+                     help="ome-zarr: resolution levels, each halving y and x (default: down "
+                          "to 512 pixels a side)")
+    exp.add_argument("--label-name", default=None,
+                     help="ome-zarr: name of the labels (labels/NAME; default: the store's "
+                          "folder name)")
     exp.set_defaults(_run=run)
 
 
 _DICOM = {"dicom-seg", "rtstruct"}
-_EXPORT_OPTIONS = {"axes": ("--axes", {"tif"}), "spacing": ("--spacing", {"tif", "nii"}),
-                   "unit": ("--unit", {"tif"}), "imagej": ("--no-imagej", {"tif"}),
+_OME = {"ome-zarr"}
+_EXPORT_OPTIONS = {"axes": ("--axes", {"tif"} | _OME),
+                   "spacing": ("--spacing", {"tif", "nii"} | _OME),
+                   "unit": ("--unit", {"tif"} | _OME), "imagej": ("--no-imagej", {"tif"}),
                    "reference": ("--reference", {"nii"} | _DICOM),
-                   "class_names": ("--class-name", {"coco"} | _DICOM),
-                   "series": ("--series", _DICOM), "classes": ("--classes", _DICOM),
+                   "class_names": ("--class-name", {"coco"} | _DICOM | _OME),
+                   "series": ("--series", _DICOM), "classes": ("--classes", _DICOM | _OME),
+                   "image": ("--image", _OME | {"mp4"}), "levels": ("--levels", _OME),
+                   "name": ("--label-name", _OME),
                    "segments": ("--segments", _DICOM), "creator": ("--creator", _DICOM),
-                   "labelmap": ("--labelmap", {"dicom-seg"})}
+                   "labelmap": ("--labelmap", {"dicom-seg"}),
+                   "fps": ("--fps", {"mp4"})}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,11 +127,26 @@ def run(args: argparse.Namespace) -> int:
         options["creator"] = args.creator
     if args.labelmap:
         options["labelmap"] = True
+    # -- ome-zarr (exports/ome_zarr.py)
+    if args.image is not None and fmt != "mp4":
+        options["image"] = _image(args.image, source=True)  # default: labels only
+    if args.levels is not None:
+        options["levels"] = args.levels
+    if args.label_name:
+        options["name"] = args.label_name
+    # -- mp4, the overlay movie (exports/movie.py): its own options, kept apart
+    if args.fps is not None:
+        options["fps"] = args.fps
+    if args.image is not None and fmt == "mp4":
+        image = _image(args.image, source=None)  # default: the source the store recorded
+        if image is not None:
+            options["image"] = image
+    # --
     for name in options:
         flag, formats = _EXPORT_OPTIONS[name]
         if fmt not in formats:
-            raise UsageError(f"{flag} applies to --format {' or '.join(sorted(formats))}, "
-                             f"not {fmt}")
+            named = sorted(formats, key=lambda f: (f in _OME, f))  # the newest format last
+            raise UsageError(f"{flag} applies to --format {' or '.join(named)}, not {fmt}")
     if not path.exists():
         raise FileNotFoundError(f"labels store not found: {path}")
     if not path.is_dir():
@@ -122,6 +159,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} ({fmt}, labels {store.shape}, {n} planes) in "
           f"{time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _image(value: str, *, source: Any) -> Any:
+    """``--image``: a file (it must exist), or ``source`` (the image the store recorded),
+    which is ``source`` for the format's writer (``True`` for ome-zarr; ``None``, the
+    default, for mp4). A file named ``source`` in the current folder wins."""
+    if value == "source" and not Path(value).exists():
+        return source
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"--image not found: {value} (a file, a folder of frames, or "
+                                "'source' for the image the store recorded)")
+    return path
 
 
 def _class_names(items: list[str]) -> dict[int, str] | str:

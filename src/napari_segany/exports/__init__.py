@@ -1,5 +1,5 @@
-"""Export labels to other tools: TIFF, NIfTI, zarr, run-length CSV, COCO JSON, DICOM-SEG
-and DICOM RTSTRUCT.
+"""Export labels to other tools: TIFF, NIfTI, zarr, OME-Zarr (NGFF labels), run-length
+CSV, COCO JSON, DICOM-SEG, DICOM RTSTRUCT, and overlay movies (MP4).
 
 Every writer reads its input one 2D plane at a time, so a labels store far larger than
 memory exports in bounded memory (COCO and RLE keep only the encoded strings). Inputs are
@@ -22,6 +22,8 @@ from typing import Any
 
 from ..errors import ExportError
 from .dicom import code_for, export_dicom_seg
+from .movie import export_movie
+from .ome_zarr import export_ome_zarr
 from .rtstruct import export_rtstruct
 from .tables import export_coco, export_rle, read_rle_csv, rle_decode, rle_encode
 from .volumes import export_nifti, export_tiff, export_zarr
@@ -37,8 +39,10 @@ __all__ = [
     "export_tiff",
     "export_nifti",
     "export_zarr",
+    "export_ome_zarr",
     "export_dicom_seg",
     "export_rtstruct",
+    "export_movie",
     "code_for",
     "export_labels",
     "format_from_path",
@@ -49,16 +53,20 @@ __all__ = [
 FORMATS: dict[str, tuple[str, ...]] = {
     "tif": (".tif", ".tiff"),
     "nii": (".nii", ".nii.gz"),
+    "ome-zarr": (".ome.zarr",),  # before "zarr": the longer ending wins
     "zarr": (".zarr",),
     "rle": (".csv",),
     "coco": (".json",),
     "rtstruct": (".rtstruct.dcm", ".rt.dcm"),
     "dicom-seg": (".seg.dcm", ".dcm"),
+    "mp4": (".mp4", ".m4v", ".mov", ".mkv"),
 }
 _ALIASES = {"tiff": "tif", "nifti": "nii", "nii.gz": "nii", "csv": "rle", "json": "coco",
             "seg": "dicom-seg", "dicomseg": "dicom-seg", "dicom_seg": "dicom-seg",
             "dcm": "dicom-seg", "rtss": "rtstruct", "rt-struct": "rtstruct",
-            "rt_struct": "rtstruct"}
+            "rt_struct": "rtstruct", "ome.zarr": "ome-zarr", "omezarr": "ome-zarr",
+            "ome_zarr": "ome-zarr", "ngff": "ome-zarr", "movie": "mp4", "video": "mp4",
+            "h264": "mp4"}
 
 
 # ------------------------------------------------------------------------------ dispatch
@@ -98,10 +106,12 @@ def export_labels(
     store_or_array : LabelsStore, path of one, or integer array, shape (..., H, W)
     path : str or path
         Output file (or folder for zarr).
-    format : {"tif", "nii", "zarr", "rle", "coco", "dicom-seg", "rtstruct"}, optional
-        Default from the ending of `path`: ``.tif``/``.tiff``, ``.nii``/``.nii.gz``,
+    format : {"tif", "nii", "zarr", "ome-zarr", "rle", "coco", "dicom-seg", "rtstruct", "mp4"}
+        Optional; default from the ending of `path`: ``.tif``/``.tiff``, ``.nii``/``.nii.gz``,
         ``.zarr``, ``.csv`` (RLE), ``.json`` (COCO), ``.rtstruct.dcm`` (RTSTRUCT), ``.dcm``
-        (DICOM-SEG). Aliases: ``tiff``, ``nifti``, ``csv``, ``json``, ``seg``, ``rtss``.
+        (DICOM-SEG), ``.mp4`` (overlay movie), ``.ome.zarr`` (``ome-zarr``, NGFF labels).
+        Aliases: ``tiff``, ``nifti``, ``csv``, ``json``, ``seg``, ``rtss``, ``movie``,
+        ``ngff``.
     overwrite : bool
         Replace an existing output.
     **options
@@ -109,7 +119,10 @@ def export_labels(
         ``imagej``), :func:`export_nifti` (``affine``, ``reference``, ``spacing``),
         :func:`export_coco` (``class_names``, ``image_names``), :func:`export_dicom_seg`
         and :func:`export_rtstruct` (``reference``, ``series``, ``classes``,
-        ``class_names``, ``segments``, ``creator``, ...).
+        ``class_names``, ``segments``, ``creator``, ...), :func:`export_movie` (``image``,
+        ``fps``, ``timestamps``, ``alpha``, ``contours``, ``ids``, ``codec``, ...),
+        :func:`export_ome_zarr` (``image``, ``name``, ``axes``, ``spacing``, ``translate``,
+        ``unit``, ``levels``, ``class_names``, ``classes``).
 
     Returns
     -------
@@ -125,7 +138,8 @@ def export_labels(
     fmt = resolve_format(format, path)
     writer = {"tif": export_tiff, "nii": export_nifti, "zarr": export_zarr,
               "rle": export_rle, "coco": export_coco, "dicom-seg": export_dicom_seg,
-              "rtstruct": export_rtstruct}[fmt]
+              "rtstruct": export_rtstruct, "mp4": export_movie,
+              "ome-zarr": export_ome_zarr}[fmt]
     import inspect
 
     accepted = set(inspect.signature(writer).parameters) - {"labels", "labels_or_store", "path"}

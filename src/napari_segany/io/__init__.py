@@ -6,6 +6,8 @@
   (slices ordered along the normal, rescaled, affine kept); :mod:`.dicom_series` finds
   the series from the headers, :mod:`.dicom_geometry` orders and checks their slices.
 * :mod:`.frames`: :class:`FrameFolder`, a folder of frames as a lazy stack.
+* :mod:`.video`: :class:`VideoFile`, a video (MP4, MOV, AVI, MKV, WebM) as a lazy
+  ``(t, y, x, 3)`` array decoded with PyAV (keyframe index, LRU of decoded frames).
 * :mod:`.channels`: :class:`ChannelsLast`, a channel axis moved last as a lazy view.
 
 The API, the command line and the napari reader use these alike.
@@ -15,7 +17,9 @@ from .channels import ChannelsLast, channels_last
 from .dicom import DicomError, DicomVolume, SeriesInfo, is_dicom, list_series, read_dicom
 from .frames import FrameFolder
 from .read import IN_MEMORY_MAX_BYTES, ImageData, file_stem, read_image
+from .video import VIDEO_SUFFIXES, VideoError, VideoFile, is_video, read_video
 
 __all__ = ["ImageData", "read_image", "FrameFolder", "ChannelsLast", "channels_last",
            "file_stem", "IN_MEMORY_MAX_BYTES", "DicomError", "DicomVolume", "SeriesInfo",
-           "read_dicom", "list_series", "is_dicom"]
+           "read_dicom", "list_series", "is_dicom", "VideoFile", "VideoError", "read_video",
+           "is_video", "VIDEO_SUFFIXES"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from .dicom import is_dicom, read_dicom
 from .frames import FrameFolder
+from .video import VIDEO_SUFFIXES, VideoFile
 
 __all__ = ["ImageData", "read_image", "file_stem", "IN_MEMORY_MAX_BYTES"]
 
@@ -66,7 +67,9 @@ def read_image(path: str | os.PathLike, *, series: str | None = None) -> ImageDa
         :class:`~napari_segany.io.DicomVolume`, rescaled, with the affine and spacing from
         its positions; see :func:`~napari_segany.io.read_dicom`), or a folder of
         PNG/JPEG/TIFF frames (a lazy ``(t, y, x[, c])`` stack read frame by frame, sorted
-        by file name).
+        by file name), or a video (``.mp4``, ``.mov``, ``.avi``, ``.mkv``, ``.webm``: a
+        lazy ``(t, y, x, 3)`` :class:`~napari_segany.io.VideoFile` decoded with PyAV,
+        ``metadata`` holding ``fps``, ``timestamps`` and the codec).
     series : str, optional
         DICOM only: the SeriesInstanceUID, SeriesNumber or SeriesDescription to open when
         the folder holds several series.
@@ -84,6 +87,8 @@ def read_image(path: str | os.PathLike, *, series: str | None = None) -> ImageDa
     suffix = p.suffix.lower()
     if p.name.lower().endswith((".nii", ".nii.gz")):
         return _read_nifti(p)
+    if p.is_file() and p.name.lower().endswith(VIDEO_SUFFIXES):
+        return _read_video(p)
     if _maybe_dicom(p) and is_dicom(p):
         return _read_dicom(p, series)
     if series is not None:
@@ -131,6 +136,14 @@ def _maybe_dicom(p: Path) -> bool:
         return not ((p / "zarr.json").exists() or (p / ".zarray").exists())
     known = _PLAIN | _TIFF | {".npy", ".zarr"}
     return p.name.upper() == "DICOMDIR" or p.suffix.lower() not in known
+
+
+def _read_video(p: Path) -> ImageData:
+    video = VideoFile(p)
+    meta = {"format": "video", "fps": video.fps, "timestamps": video.timestamps,
+            "variable_frame_rate": video.variable_frame_rate, "codec": video.codec,
+            "pixel_format": video.pixel_format}
+    return ImageData(video, True, p, metadata=meta)
 
 
 def _read_dicom(p: Path, series: str | None) -> ImageData:
