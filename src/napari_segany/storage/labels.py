@@ -558,6 +558,24 @@ class LabelsStore:
         with self._writing("the provenance"), self._transaction("provenance"):
             self._log.append({"t": "run", "w": self.writer_id, "fields": fields})
 
+    def record_written(self, counts: dict[tuple[int, ...], dict[str, int]],
+                       **provenance: Any) -> None:
+        """Record chunks written straight into the zarr array by other processes (a cluster
+        run filling a new store, one task per chunk): the planes, each object's pixels per
+        plane (``{plane: {str(id): pixels}}``) and provenance fields, in one append, so that
+        a writer killed here records all or nothing. Not an operation: undoing such a run
+        is removing the store it created."""
+        self._check_writable()
+        recs: list[dict[str, Any]] = [
+            {"t": "planes", "op": None, "keys": [list(k) for k in sorted(counts)]},
+            *({"t": "px", "op": None, "plane": list(k), "d": d}
+              for k, d in sorted(counts.items()) if d)]
+        if provenance:
+            recs.append({"t": "run", "w": self.writer_id, "fields": provenance})
+        with self._writing("the record of external writes"), \
+                self._transaction("recording writes"):
+            self._log.append(*recs)
+
     def set_object(self, obj_id: int, **info: Any) -> None:
         """Record metadata of one object (e.g. ``class_name="nucleus"``)."""
         self.set_objects({obj_id: info})
