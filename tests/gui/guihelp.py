@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from scipy import ndimage as ndi
+
+from rule_backend import RuleBackend
 
 WIDGET = ("napari-segany", "Segment Anything")
 
@@ -14,9 +18,14 @@ def wait_idle(widget, qtbot, timeout: int = 30_000) -> None:
 
 
 def start(widget, qtbot, *, model: str = "rule_test", random: bool = True,
-          image: str | None = None, timeout: int = 60_000) -> None:
-    """Pick image/model in the UI, press Start and wait for the session."""
+          image: str | None = None, timeout: int = 60_000, review: bool = False) -> None:
+    """Pick image/model in the UI, press Start and wait for the session.
+
+    ``review``: stage automatic results for review (the widget's default is on; tests of
+    what the jobs write turn it off and write straight into the labels store).
+    """
     ui = widget.ui
+    widget.review.stage_check.setChecked(review)
     if image is not None:
         ui.image_combo.setCurrentText(image)
     ui.model_combo.setCurrentText(model)
@@ -37,3 +46,17 @@ def rule_mask(rgb: np.ndarray, yx, threshold: float = 127.5) -> np.ndarray:
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+class GatedRule(RuleBackend):
+    """Embedding plane number ``after`` + 1 and later waits until ``gate`` is set."""
+
+    def __init__(self, gate: threading.Event, after: int, **kw) -> None:
+        super().__init__(**kw)
+        self.gate, self.after, self.waiting = gate, after, False
+
+    def embed(self, image):
+        if self.embed_calls >= self.after:
+            self.waiting = True
+            self.gate.wait(20)
+        return super().embed(image)

@@ -91,9 +91,20 @@ def _press_start(widget, qtbot, *, model: str = "rule_test", random: bool = True
 
 
 def _assert_no_session(viewer, widget, image_name: str) -> None:
-    assert widget.session is None and widget.layers is None
+    """No session for ``image_name`` (a session that worked before is kept as it was)."""
+    assert widget.layers is None or widget.layers.image.name != image_name
     names = {x.name for x in viewer.layers}
     assert not {f"{image_name} points", f"{image_name} labels"} & names
+
+
+def _reported(widget, since: int) -> tuple[str, str]:
+    """(the short status line, the full text under Details) of a refused Start; the
+    notification says the short line."""
+    short = widget.ui.status_label.text()
+    assert short in _messages(since), (short, _messages(since))
+    assert len(short) < 260, short  # one short line, not the whole message
+    assert not widget.ui.details_btn.isHidden() or not widget.ui.details_text.toPlainText()
+    return short, widget.ui.details_text.toPlainText()
 
 
 # ---------------------------------------------------------------------- 1. points off the image
@@ -204,13 +215,14 @@ def test_nan_and_inf_pixels_are_tolerated_and_an_all_nan_image_is_refused(
     widget.ui.image_combo.setCurrentText("allnan")
     out = widget.ui.output_edit.text()
     since = _mark()
+    working = widget.session
     _press_start(widget, qtbot)
     _assert_no_session(viewer, widget, "allnan")
+    assert widget.session is working and widget.layers.image.name == "nan"  # still works
     assert not Path(out).exists()
-    messages = _messages(since)
-    assert any("NaN or infinite" in m and "pick another image layer" in m
-               for m in messages), messages
-    assert "Could not start" in widget.ui.status_label.text()
+    short, details = _reported(widget, since)
+    assert "NaN" in short and "pick another layer" in short, short
+    assert "NaN or infinite" in details, details
 
 
 # ---------------------------------------------------------------------- 4. empty / 1D images
@@ -229,7 +241,7 @@ def test_start_on_an_empty_image_names_the_shape(viewer_widget, qtbot, rule_mode
     _press_start(widget, qtbot)
     _assert_no_session(viewer, widget, "empty")
     text = widget.ui.status_label.text()
-    assert str(shape) in text and "non-empty" in text and "Pick another image" in text, text
+    assert str(shape) in text and "non-empty" in text and "pick another image" in text, text
     assert any(str(shape) in m for m in _messages(since))
     assert rule_model.made == []  # refused before loading a model
     assert not Path(out).exists()
@@ -267,11 +279,11 @@ def test_a_cache_made_for_another_model_or_image_is_refused_and_kept(
     since = _mark()
     _press_start(widget, qtbot)
     _assert_no_session(viewer, widget, "img")
-    messages = _messages(since)
+    short, details = _reported(widget, since)
+    assert "embedding cache" in short and "untick 'cache embeddings on disk'" in short, short
     needle = "name another_model vs rule_test" if other == "model" else "fingerprint"
-    assert any(str(cache_path) in m and "made for other inputs" in m and needle in m
-               and "untick 'cache embeddings on disk'" in m for m in messages), messages
-    assert "Could not start" in widget.ui.status_label.text()
+    assert str(cache_path) in details and "made for other inputs" in details and \
+        needle in details, details
     assert _files(cache_path) == cached
     assert not out.exists()  # the labels store is not created for a refused session
 
@@ -313,10 +325,9 @@ def test_truncated_or_unsafe_checkpoint_is_refused_naming_the_file(viewer_widget
         widget.ui.start_btn.click()
         wait_idle(widget, qtbot)
         _assert_no_session(viewer, widget, "img")
-        messages = _messages(since)
-        assert any(str(path) in m and needle in m and "Pick another checkpoint" in m
-                   for m in messages), messages
-        assert "Could not start" in widget.ui.status_label.text()
+        short, details = _reported(widget, since)
+        assert "Could not load the model" in short and "pick another checkpoint" in short
+        assert str(path) in details and needle in details, details
         assert (path.read_bytes(), path.stat().st_mtime_ns) == before
         assert not Path(out).exists()
 

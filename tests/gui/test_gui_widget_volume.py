@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from guihelp import iou, rule_mask, start, wait_idle
+from guihelp import GatedRule, iou, rule_mask, start, wait_idle
 
 from napari_segany.prompts import ObjectPrompt, PromptSet
 from napari_segany.samples import load_sample
@@ -97,20 +97,6 @@ def test_slice_propagation_anisotropic_matches_the_core(viewer_widget, qtbot, ru
     wait_idle(widget, qtbot)
     assert widget.session.labels.path == store.path
     assert np.array_equal(np.asarray(widget.layers.output.data[z0]), store.read_plane((z0,)))
-
-
-class GatedRule(RuleBackend):
-    """Embedding plane number ``after`` + 1 and later waits until ``gate`` is set."""
-
-    def __init__(self, gate: threading.Event, after: int, **kw) -> None:
-        super().__init__(**kw)
-        self.gate, self.after, self.waiting = gate, after, False
-
-    def embed(self, image):
-        if self.embed_calls >= self.after:
-            self.waiting = True
-            self.gate.wait(20)
-        return super().embed(image)
 
 
 def test_cancel_propagation_keeps_the_store_whole(viewer_widget, qtbot, rule_model):

@@ -7,8 +7,12 @@ when they exist):
   negative) and ``object_id`` (int, shown as text next to each point);
 * ``<name> boxes`` (Shapes): rectangles, feature ``object_id``;
 * ``<name> preview`` (Labels): the current object's mask on the current plane, one plane
-  thick and translated onto that plane, so it costs one plane of memory;
-* ``<name> labels`` (Labels): the labels store's zarr array itself (lazy).
+  thick and translated onto that plane, so it costs one plane of memory; drawn in one
+  highlight colour with a contour, unlike committed objects;
+* ``<name> labels`` (Labels): the labels store's zarr array itself (lazy), committed
+  objects in napari's random label colours;
+* ``<name> review`` (Labels): the review area's array (lazy): automatic results awaiting
+  acceptance, drawn as outlines in colours of their own.
 
 All of them take the image layer's scale, translate and affine; prompts are converted
 with :class:`napari_segany.prompts.Transform` of each layer, so layers the user rescales
@@ -23,11 +27,19 @@ import numpy as np
 
 from ..prompts import PromptSet, Transform, merge_prompts, points_to_prompts, shapes_to_prompts
 
-__all__ = ["LayerSet", "POSITIVE_COLOR", "NEGATIVE_COLOR"]
+__all__ = ["LayerSet", "POSITIVE_COLOR", "NEGATIVE_COLOR", "PREVIEW_COLOR"]
 
 POSITIVE_COLOR = "#32ff64"
 NEGATIVE_COLOR = "#ff3232"
 BOX_COLOR = "#ffd700"
+PREVIEW_COLOR = "#ffe600"
+REVIEW_SEED = 0.83  # a label colour sequence unlike the labels layer's (napari's 0.5)
+
+
+def unwrap(layer: Any) -> Any:
+    """The layer itself: napari hands plugins its viewer behind a ``PublicOnlyProxy``, whose
+    ``add_*`` methods return proxies too, while layer events carry the layers themselves."""
+    return getattr(layer, "__wrapped__", layer)
 
 
 def _alive(viewer: Any, layer: Any) -> bool:
@@ -77,6 +89,7 @@ class LayerSet:
         self.boxes = self._boxes()
         self.preview = self._preview()
         self.output: Any = None
+        self.review: Any = None
 
     # -- creation ---------------------------------------------------------------------------
     def _points(self) -> Any:
@@ -123,8 +136,58 @@ class LayerSet:
         if layer is None:
             layer = self.viewer.add_labels(
                 np.zeros((1,) * self.lead + self.shape[-2:], np.uint32), name=name,
-                opacity=0.55, **_geometry(self.image))
+                opacity=0.9, **_geometry(self.image))
+        from napari.utils.colormaps import DirectLabelColormap
+
+        layer.colormap = DirectLabelColormap(color_dict={None: PREVIEW_COLOR, 0: "transparent"})
+        layer.contour = max(1, min(self.shape[-2:]) // 256)
         return layer
+
+    @property
+    def layers(self) -> list[Any]:
+        """Every layer of this set that is still in the viewer."""
+        return [x for x in (self.points, self.boxes, self.preview, self.review, self.output)
+                if _alive(self.viewer, x)]
+
+    def missing(self) -> list[str]:
+        """Names of this set's layers the user removed (Start recreates them)."""
+        gone = [x.name for x in (self.points, self.boxes, self.output)
+                if x is not None and not _alive(self.viewer, x)]
+        return gone
+
+    def remove_all(self) -> list[str]:
+        """Remove every layer of this set from the viewer (the image went); their names."""
+        names = []
+        for layer in self.layers:
+            names.append(layer.name)
+            self.viewer.layers.remove(layer)
+        return names
+
+    def show_review(self, array: Any) -> Any:
+        """Show the review area's array as ``<name> review`` (outlines, own colours)."""
+        from napari.utils.colormaps import label_colormap
+
+        name = f"{self.image.name} review"
+        layer = self.review if _alive(self.viewer, self.review) else None
+        layer = layer or _find(self.viewer, name, "Labels", len(self.shape))
+        if layer is not None and tuple(layer.data.shape) == tuple(array.shape):
+            layer.data = array
+        else:
+            layer = self.viewer.add_labels(array, name=name, opacity=0.9,
+                                           **_geometry(self.image))
+            self._below_prompts(layer)
+        layer.colormap = label_colormap(49, seed=REVIEW_SEED)
+        layer.contour = max(1, min(self.shape[-2:]) // 256)
+        self.review = layer
+        return layer
+
+    def _below_prompts(self, layer: Any) -> None:
+        """Keep the prompt and preview layers on top of ``layer``."""
+        index = self.viewer.layers.index(layer)
+        above = [self.viewer.layers.index(x) for x in (self.points, self.boxes, self.preview)
+                 if _alive(self.viewer, x)]
+        if above and index > min(above):
+            self.viewer.layers.move(index, min(above))
 
     def show_output(self, array: Any, metadata: dict[str, Any]) -> Any:
         """Show the labels store's array as ``<name> labels`` (replacing older data)."""
@@ -137,19 +200,14 @@ class LayerSet:
         else:
             layer = self.viewer.add_labels(array, name=name, metadata=metadata,
                                            **_geometry(self.image))
-            # keep the prompt and preview layers on top of the labels
-            index = self.viewer.layers.index(layer)
-            first = min(self.viewer.layers.index(x) for x in (self.points, self.boxes,
-                                                               self.preview)
-                        if _alive(self.viewer, x))
-            if index > first:
-                self.viewer.layers.move(index, first)
+            self._below_prompts(layer)
         self.output = layer
         return layer
 
     def refresh_output(self) -> None:
-        if _alive(self.viewer, self.output):
-            self.output.refresh()
+        for layer in (self.output, self.review):
+            if _alive(self.viewer, layer):
+                layer.refresh()
 
     # -- planes -----------------------------------------------------------------------------
     def plane_problem(self) -> str | None:
@@ -178,7 +236,74 @@ class LayerSet:
             return None
         return tuple(int(k) for k in key)
 
+    def go_to(self, key: tuple[int, ...]) -> None:
+        """Move the viewer to image plane ``key``."""
+        if not key:
+            return
+        world = self.image.data_to_world([*key, 0, 0])
+        offset = self.viewer.dims.ndim - len(self.shape)
+        for axis, value in enumerate(world[: len(key)]):
+            self.viewer.dims.set_point(offset + axis, value)
+
+    def visible_region(self) -> tuple[int, int, int, int] | None:
+        """The part of the current plane the canvas shows: (y0, y1, x0, x1) in pixels."""
+        key = self.current_plane()
+        canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.9: (height, width)
+        size = getattr(canvas, "size", None) or getattr(unwrap(self.viewer), "_canvas_size", None)
+        if key is None or not size:
+            return None
+        cam = self.viewer.camera
+        h, w = (float(v) / max(cam.zoom, 1e-9) for v in size)
+        cy, cx = cam.center[-2:]
+        lead = list(np.asarray(self.viewer.dims.point)[-len(self.shape):-2])
+        corners = [self.image.world_to_data([*lead, cy + dy * h / 2, cx + dx * w / 2])[-2:]
+                   for dy in (-1, 1) for dx in (-1, 1)]
+        (y0, x0), (y1, x1) = np.min(corners, axis=0), np.max(corners, axis=0)
+        H, W = self.shape[-2:]
+        y0, x0 = max(0, int(np.floor(y0))), max(0, int(np.floor(x0)))
+        y1, x1 = min(H, int(np.ceil(y1)) + 1), min(W, int(np.ceil(x1)) + 1)
+        return (y0, y1, x0, x1) if y1 > y0 and x1 > x0 else None
+
     # -- prompts ----------------------------------------------------------------------------
+    def add_prompts(self, prompts: PromptSet) -> int:
+        """Show recorded prompts as points and rectangles (per object, per plane); returns
+        how many were added."""
+        img_tf = Transform.from_layer(self.image)
+        pts, pos, pid, rects, rid = [], [], [], [], []
+        for key, objects in prompts.items():
+            for oid, p in objects.items():
+                for (x, y), label in zip(np.asarray(p.points).reshape(-1, 2),
+                                         np.asarray(p.labels).reshape(-1), strict=True):
+                    pts.append([*key, y, x])
+                    pos.append(bool(label))
+                    pid.append(int(oid))
+                if p.box is not None:
+                    x0, y0, x1, y1 = (float(v) for v in p.box)
+                    rects.append([[*key, y0, x0], [*key, y0, x1], [*key, y1, x1],
+                                  [*key, y1, x0]])
+                    rid.append(int(oid))
+        if pts and _alive(self.viewer, self.points):
+            data = Transform.from_layer(self.points).to_data(img_tf.to_world(np.array(pts)))
+            groups: dict[tuple[bool, int], list[int]] = {}
+            for n, key in enumerate(zip(pos, pid, strict=True)):
+                groups.setdefault(key, []).append(n)
+            with self.points.events.data.blocker():
+                defaults = dict(self.points.feature_defaults.iloc[0])
+                for (positive, oid), rows in groups.items():  # one add per feature values
+                    self.points.feature_defaults = {**defaults, "positive": positive,
+                                                    "object_id": oid}
+                    self.points.add(data[rows])
+                self.points.feature_defaults = defaults
+        if rects and _alive(self.viewer, self.boxes):
+            tf = Transform.from_layer(self.boxes)
+            with self.boxes.events.data.blocker():
+                defaults = dict(self.boxes.feature_defaults.iloc[0])
+                for corners, oid in zip(rects, rid, strict=True):
+                    self.boxes.feature_defaults = {**defaults, "object_id": oid}
+                    self.boxes.add_rectangles(tf.to_data(img_tf.to_world(np.array(corners))))
+                self.boxes.feature_defaults = defaults
+        return len(pts) + len(rects)
+
     def prompts(self) -> PromptSet:
         """All prompts on the points and boxes layers (raises PromptError naming the problem)."""
         img_tf = Transform.from_layer(self.image)
