@@ -9,6 +9,9 @@ The two are timed alternately, click after click, and the medians compared.
 
     python bench/interactive_latency.py --models sam_vit_b sam2.1_hiera_tiny --repeats 30
 
+Ours runs at ``precision="auto"`` (bf16 autocast on CPUs with native bf16); the peer's
+``predict`` runs the same model in float32, as its documentation shows on a CPU.
+
 Writes ``interactive_latency.json``. Random weights (cost does not depend on them).
 """
 
@@ -75,6 +78,7 @@ def bench_model(name: str, repeats: int, size: int, planes: int) -> dict:
     peer_name = "SamPredictor.predict" if backend.family == "sam" else "SAM2ImagePredictor.predict"
     mo, mr = statistics.median(t_ours), statistics.median(t_raw)
     return {"model": name, "peer": peer_name, "plane": [size, size], "repeats": repeats,
+            "ours_precision": backend.precision,
             "embed_s": round(t_embed, 2), "ours_median_ms": round(mo * 1e3, 1),
             "raw_median_ms": round(mr * 1e3, 1), "ratio": round(mo / mr, 3),
             "ours_p90_ms": round(sorted(t_ours)[int(0.9 * len(t_ours))] * 1e3, 1),

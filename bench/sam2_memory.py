@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 class LazyStack:
     """A (n, H, W) uint16 stack whose planes are made when read (nothing held in memory)."""
@@ -52,7 +54,18 @@ class LazyStack:
         return (300 + 2500 * blob + rng.normal(0, 50, (h, w))).clip(0, 65535).astype(np.uint16)
 
 
-def run_one(n: int, model: str, device: str, checkpoint: str | None, size: int) -> dict:
+def object_points(objects: int, size: int) -> list[list[float]]:
+    """One click per object, spread over the plane (object 1 on the moving disc)."""
+    pts = [[size * 0.5, size * 0.3]]
+    side = max(2, int(np.ceil(np.sqrt(max(objects - 1, 1)))))
+    for k in range(objects - 1):
+        r, c = divmod(k, side)
+        pts.append([size * (0.1 + 0.8 * c / (side - 1)), size * (0.1 + 0.8 * r / (side - 1))])
+    return pts
+
+
+def run_one(n: int, model: str, device: str, checkpoint: str | None, size: int,
+            objects: int = 1, precision: str | None = None) -> dict:
     import numpy as np
 
     from napari_segany.engine import load_model
@@ -60,30 +73,40 @@ def run_one(n: int, model: str, device: str, checkpoint: str | None, size: int) 
     from napari_segany.prompts import ObjectPrompt, PromptSet
     from napari_segany.propagate import propagate_sam2
 
-    backend = (load_model(model, checkpoint=checkpoint, device=device) if checkpoint
-               else load_model(model, random_weights=True, device=device))
+    backend = (load_model(model, checkpoint=checkpoint, device=device, precision=precision)
+               if checkpoint else
+               load_model(model, random_weights=True, device=device, precision=precision))
     stack = LazyStack(n, size)
     norm = Normalizer.fit(stack)
     prompts = PromptSet()
-    prompts.add((0,), 1, ObjectPrompt(points=[[size * 0.5, size * 0.3]], labels=[1]))
+    for k, pt in enumerate(object_points(objects, size)):
+        prompts.add((0,), k + 1, ObjectPrompt(points=[pt], labels=[1]))
     cuda = backend.device.type == "cuda"
     if cuda:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    c0 = time.process_time()
     t0 = time.perf_counter()
-    count = 0
+    count, planes_done, stamps = 0, set(), []
     for res in propagate_sam2(lambda k: backend.embed(norm(np.asarray(stack[k]))), backend,
                               prompts, lead_shape=(n,), plane_shape=(size, size)):
         count += int(res.mask.shape == (size, size))
+        if res.plane not in planes_done:
+            planes_done.add(res.plane)
+            stamps.append(time.perf_counter() - t0)
     if cuda:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     out = {
-        "frames": n, "written": count, "seconds": round(dt, 2), "fps": round(n / dt, 3),
+        "frames": n, "written": count, "seconds": round(dt, 2), "cpu_s": round(cpu, 2),
+        "fps": round(n / dt, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_after_load_mib": round(rss0, 1), "device": str(backend.device),
+        "objects": objects, "precision": backend.precision,
+        "plane_times_s": [round(t, 2) for t in stamps],
     }
     if cuda:
         out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

@@ -13,6 +13,7 @@ The tests folder is put on ``sys.path`` so that test modules in sub-folders impo
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,11 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+# The suite computes in float32 on every machine (precision="auto" would be bf16 on CPUs with
+# native bf16 and float32 elsewhere); tests of bf16 ask for it. Commands the tests start
+# inherit this. NAPARI_SEGANY_PRECISION=auto runs the suite at this machine's default.
+os.environ.setdefault("NAPARI_SEGANY_PRECISION", "fp32")
 
 from rule_backend import rule_backend_fixture  # noqa: E402, F401  (the rule_backend fixture)
 

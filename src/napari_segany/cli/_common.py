@@ -18,6 +18,7 @@ import numpy as np
 
 from .._limits import check_plane_pixels
 from .._planes import check_plane
+from ..engine.device import PRECISIONS
 from ..engine.registry import load_model
 from ..errors import IntensityError, PromptError, UsageError
 from ..intensity import WINDOW_PRESETS, Normalizer, normalizer_from_options
@@ -46,6 +47,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="local weights file (works offline), e.g. a fine-tuned SAM checkpoint")
     g.add_argument("--arch", default=None, help="architecture of --checkpoint if not guessable")
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
+    g.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="auto (default, or $NAPARI_SEGANY_PRECISION): bf16 on GPUs and on "
+                        "CPUs with native bf16 (AVX512-BF16, AMX), else fp32; fp32 forces "
+                        "float32 (results equal to segment-anything's and sam2's)")
     g.add_argument("--random-weights", action="store_true",
                    help="compute-only: random weights, masks are meaningless (benchmarks and "
                         "offline smoke tests)")
@@ -248,6 +253,7 @@ def load_backend(args: argparse.Namespace) -> Any:
         raise UsageError("give --checkpoint (weights from a file) or --random-weights, not both")
     return load_model(
         args.model, checkpoint=args.checkpoint, arch=args.arch, device=args.device,
+        precision=getattr(args, "precision", None),
         cache_dir=args.cache_dir, random_weights=args.random_weights,
         progress=_download_progress() if sys.stderr.isatty() else None,
     )

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..prompts import ObjectPrompt, check_in_plane
 from .base import Embedding, Prediction, check_image
-from .device import autocast
+from .device import autocast, precision_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -70,17 +70,26 @@ class TorchBackend:
         """Side of the square low-resolution logits (a quarter of the input size)."""
         return self.image_size // 4
 
+    @property
+    def precision(self) -> str:
+        """The compute precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``."""
+        return precision_name(self.autocast_dtype)
+
     def signature(self) -> dict[str, Any]:
+        """Model, weights and compute precision (caches record the precision, see
+        :class:`~napari_segany.storage.EmbeddingCache`; they do not compare it)."""
         return {
             "name": self.name,
             "family": self.family,
             "arch": self.arch,
             "image_size": self.image_size,
             "weights": self.weights_id,
+            "precision": self.precision,
         }
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} ({self.arch}) on {self.device}>"
+        return (f"<{type(self).__name__} {self.name} ({self.arch}) on {self.device}, "
+                f"{self.precision}>")
 
     def _autocast(self):
         return autocast(self.device, self.autocast_dtype)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 from . import weights as W
-from .device import resolve_device, resolve_precision
+from .device import requested_precision, resolve_device, resolve_precision
 from .sam import SAM_ARCHS, SamBackend, build_sam_model
 from .sam2 import SAM2_ARCHS, Sam2Backend, build_sam2_model
 
@@ -188,7 +188,7 @@ def load_model(
     checkpoint: str | os.PathLike | None = None,
     arch: str | None = None,
     device: Any = None,
-    precision: str = "auto",
+    precision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     random_weights: bool = False,
     seed: int = 0,
@@ -210,8 +210,12 @@ def load_model(
         Architecture of a checkpoint given as ``model``; guessed from the file when omitted.
     device : str, optional
         ``"auto"`` (default: cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
-    precision : {"auto", "fp32", "bf16", "fp16"}
-        ``"auto"`` is bf16 (or fp16) autocast on CUDA and float32 elsewhere.
+    precision : {"auto", "fp32", "bf16", "fp16"}, optional
+        ``"auto"`` is bf16 (or fp16) autocast on CUDA, bf16 on CPUs that compute bf16
+        natively (AVX512-BF16 or AMX) and float32 elsewhere; ``"fp32"`` forces float32,
+        whose results equal segment-anything's and sam2's. None (default):
+        ``$NAPARI_SEGANY_PRECISION``, else ``"auto"``. See
+        :mod:`napari_segany.engine.device`.
     cache_dir : path, optional
         Where official weights are downloaded (default: ``$NAPARI_SEGANY_CACHE_DIR`` or
         ``~/.cache/napari-segany/models``).
@@ -228,7 +232,7 @@ def load_model(
     if model is None and checkpoint is None:
         model = DEFAULT_MODEL
     dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
+    dtype = resolve_precision(requested_precision(precision), dev)
     state_dict = None
     weights_id = f"random-seed{seed}"
     path = None if model is None or (isinstance(model, str) and model in _names()) \

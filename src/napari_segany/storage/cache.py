@@ -29,6 +29,11 @@ Precision: features are stored as float16 by default, halving the disk use. The 
 ``dtype="float32"`` for identical results. :meth:`EmbeddingCache.get` always returns the stored
 precision, so a plane segments the same in this session and later ones.
 
+The compute precision of the model (``"fp32"``, ``"bf16"``: :attr:`Backend.signature`) is
+recorded, not compared: bf16 and float32 embeddings differ by rounding of the order of the
+float16 storage above, so a cache made on a CPU with native bf16 serves one without (and the
+reverse). ``precisions`` in the attributes lists the precisions its planes were computed at.
+
 One process should write a cache at a time. This module imports only numpy and zarr.
 """
 
@@ -141,6 +146,14 @@ def cache_signature(
     }
 
 
+def _compared(signature: Any) -> Any:
+    """The part of a signature that must match on reopening: all but the precision."""
+    if not isinstance(signature, dict) or not isinstance(signature.get("model"), dict):
+        return signature
+    return {**signature, "model": {k: v for k, v in signature["model"].items()
+                                   if k != "precision"}}
+
+
 def _fmt(v: Any) -> str:
     if v is _ABSENT:
         return "(absent)"
@@ -228,7 +241,7 @@ class EmbeddingCache:
             except Exception as exc:
                 raise CacheMismatchError(
                     f"{self.path} is not a napari-segany embedding cache ({exc}); {fix}") from exc
-            diffs = _diff(meta.get("signature"), self.signature)
+            diffs = _diff(_compared(meta.get("signature")), _compared(self.signature))
             if diffs:
                 raise CacheMismatchError(
                     f"the embedding cache at {self.path} was made for other inputs (cache vs "
@@ -245,6 +258,8 @@ class EmbeddingCache:
             meta = {"format": FORMAT_VERSION, "dtype": self.dtype.name, "signature": self.signature}
             self._group = zarr.open_group(str(self.path), mode="w", zarr_format=3,
                                           attributes={ATTRS_KEY: meta})
+        #: Compute precisions this cache's planes were computed at (recorded, not compared).
+        self.precisions = list(meta.get("precisions", []))
         lead = self.lead_shape
         self._done = self._array("done", lead, lead, "uint8")
         self._sizes = self._array("sizes", lead + (4,), (1,) * len(lead) + (4,), "int32")
@@ -318,6 +333,11 @@ class EmbeddingCache:
 
     def _write_plane(self, key: tuple[int, ...], emb: Embedding, keep: bool
                      ) -> dict[str, np.ndarray]:
+        precision = self.signature["model"].get("precision")
+        if precision is not None and precision not in self.precisions:  # before its 1st plane
+            self.precisions.append(precision)
+            self._group.attrs[ATTRS_KEY] = {**dict(self._group.attrs[ATTRS_KEY]),
+                                            "precisions": list(self.precisions)}
         stored: dict[str, np.ndarray] = {}
         for name, feat in emb.to_numpy().items():
             feat = feat[0] if feat.ndim and feat.shape[0] == 1 else feat
