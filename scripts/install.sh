@@ -52,15 +52,23 @@ if ! "$py" -c "import sam2.build_sam" >/dev/null 2>&1; then
 fi
 echo "== installing napari-segany${extras:+[$extras]}"
 pip install -q -e ".${extras:+[$extras]}"
+if [[ ",$extras," == *",gui,"* ]] && "$py" -c "import PyQt5" >/dev/null 2>&1; then
+  # The gui extra is on PyQt6 now; qtpy picks PyQt5 first when both are installed.
+  echo "== removing PyQt5 (napari deprecates it; the gui extra installs PyQt6)"
+  pip uninstall -y -q PyQt5 PyQt5-Qt5 PyQt5-sip
+fi
 
 if [[ ",$extras," == *",dev,"* ]] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  if ! command -v Xvfb >/dev/null || ! [ -e /usr/lib/x86_64-linux-gnu/dri ]; then
+  # Qt 6's xcb plugin also needs libxcb-cursor0, and QtCore links GLib (libglib2.0-0).
+  if ! command -v Xvfb >/dev/null || ! [ -e /usr/lib/x86_64-linux-gnu/dri ] \
+      || ! /sbin/ldconfig -p | grep "libxcb-cursor.so.0 " >/dev/null \
+      || ! /sbin/ldconfig -p | grep "libglib-2.0.so.0 " >/dev/null; then
     echo "== installing a virtual display (xvfb, Mesa) for the GUI tests"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       xvfb xauth libgl1 libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 \
       libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 \
-      libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 libfontconfig1 >/dev/null
+      libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 libfontconfig1 libglib2.0-0 >/dev/null
   fi
 fi
 echo "== done: $venv/bin/napari-segany is ready"

@@ -103,7 +103,7 @@ def test_no_import_circles():
 
 #: External modules that may be imported inside functions (heavy, or only for the GUI).
 LAZY_OK = re.compile(r"^(torch|torchvision|segment_anything|sam2|napari|qtpy|magicgui|PyQt5|"
-                     r"PyQt6|PySide2|PySide6|triton)\b")
+                     r"PyQt6|PySide2|PySide6|triton|pydicom|highdicom)\b")
 
 
 def test_internal_imports_are_at_module_level():

@@ -35,6 +35,9 @@ __all__ = [
     "auto_segment",
     "segment_boxes",
     "read_boxes",
+    "evaluate",
+    "finetune",
+    "FinetuneSettings",
 ]
 
 _LAZY = {
@@ -60,6 +63,9 @@ _LAZY = {
     "register_model": "napari_segany.engine.registry",
     "register_family": "napari_segany.engine.registry",
     "ModelSpec": "napari_segany.engine.registry",
+    "evaluate": "napari_segany.evaluation",
+    "finetune": "napari_segany.finetune",
+    "FinetuneSettings": "napari_segany.finetune",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,7 +79,9 @@ if TYPE_CHECKING:  # pragma: no cover
         register_family,
         register_model,
     )
+    from .evaluation import evaluate
     from .exports import export_labels
+    from .finetune import FinetuneSettings, finetune
     from .intensity import Normalizer
     from .io import read_image
     from .prompts import ObjectPrompt, PromptSet, points_to_prompts, shapes_to_prompts

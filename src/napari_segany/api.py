@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from ._limits import check_known_shape, check_plane_pixels
 from .auto import AutoResult, AutoSettings
 from .boxes import BoxesResult, read_boxes
 from .engine.base import Backend
 from .engine.registry import load_model
-from .exports import export_labels
+from .evaluation import EvaluationResult, ModelEntry, Sample, evaluate, read_labels
+from .exports import export_labels, resolve_format
 from .intensity import normalizer_from_options
 from .io import channels_last, read_image
 from .overlay import render_overlay
@@ -60,8 +62,9 @@ class Segmenter(Session):
     channel_axis : int, optional
         Axis of ``image`` holding channels, e.g. 0 for ``(C, Z, Y, X)``; it is moved last
         (a lazy view) and up to three channels (``channels``) become R, G, B.
-    device, checkpoint, random_weights :
-        Passed to :func:`napari_segany.load_model`.
+    device, precision, checkpoint, random_weights :
+        Passed to :func:`napari_segany.load_model` (``precision="fp32"`` forces float32;
+        the default picks bf16 on GPUs and on CPUs with native bf16).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Segmenter(Session):
         channel_axis: int | None = None,
         channels: tuple[int, ...] | None = None,
         device: Any = None,
+        precision: str | None = None,
         checkpoint: str | os.PathLike | None = None,
         random_weights: bool = False,
     ) -> None:
@@ -87,14 +91,20 @@ class Segmenter(Session):
         if not (hasattr(image, "shape") and hasattr(image, "__getitem__")):
             raise TypeError(f"image must be an array (numpy, zarr, dask, ...) or a file path, "
                             f"got {type(image).__name__}")
+        check_known_shape(image)
         rgb = bool(rgb)
+        check_plane_pixels(image.shape[:-1] if rgb else image.shape, "the image",
+                           itemsize=np.dtype(image.dtype).itemsize)
         if channel_axis is not None:  # channels last, read lazily: the session sees RGB planes
             if rgb:
                 raise ValueError("give rgb=True (channels last) or channel_axis=, not both")
             image, rgb = channels_last(image, channel_axis), True
         if model is None or isinstance(model, (str, os.PathLike)):
             backend = load_model(model, checkpoint=checkpoint, device=device,
-                                 random_weights=random_weights)
+                                 precision=precision, random_weights=random_weights)
+        elif precision is not None:
+            raise ValueError("precision= applies to a model loaded by name or file; this "
+                             "backend is already built: pass precision= to load_model")
         else:
             backend = model
         normalizer = normalizer_from_options(
@@ -204,6 +214,25 @@ class Segmenter(Session):
             options["tiled"] = self._tiled(tile, halo)
         return super().segment_boxes(boxes, **options)
 
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, truth: Any, *, protocol: str = "interactive", name: str = "image",
+                 spacing: tuple[float, ...] | None = None, **options: Any) -> EvaluationResult:
+        """Score this segmenter's model on its image against ground truth, with simulated prompts.
+
+        ``truth`` is an integer labels array of the image's spatial shape (``(..., H, W)``)
+        or a labels file. The planes are embedded through this segmenter (its cache too).
+        ``spacing`` defaults to the image file's voxel size. Other options are those of
+        :func:`napari_segany.evaluation.evaluate` (``settings``, ``out``, ``progress``,
+        ``cancel``, ...).
+        """
+        if isinstance(truth, (str, os.PathLike)):
+            truth = read_labels(truth)
+        if spacing is None and self.source is not None:
+            spacing = self.source.spacing
+        sample = Sample(name, self.image, truth, rgb=self.rgb, spacing=spacing)
+        return evaluate(sample, ModelEntry(str(self.backend.name), source=self),
+                        protocol=protocol, **options)
+
     # -- results --------------------------------------------------------------------------------
     @property
     def labels_array(self) -> Any:
@@ -240,7 +269,11 @@ class Segmenter(Session):
         return image_layer, labels_layer
 
     def export(self, path: str | os.PathLike, *, format: str | None = None, **kw: Any) -> Path:
-        """Write the labels as TIFF, NIfTI, zarr, RLE text or COCO JSON (see exports)."""
-        if self.source is not None and self.source.affine is not None:
+        """Write the labels as TIFF, NIfTI, zarr, RLE text, COCO JSON, ... or an overlay movie
+        (``.mp4``: the image with its labels, see :func:`~napari_segany.exports.export_movie`)."""
+        if resolve_format(format, path) == "mp4":
+            kw.setdefault("image", self.image)
+            kw.setdefault("normalizer", self.normalizer)
+        elif self.source is not None and self.source.affine is not None:
             kw.setdefault("affine", self.source.affine)
         return export_labels(self._require_labels(), path, format=format, **kw)

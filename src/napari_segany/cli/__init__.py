@@ -1,4 +1,5 @@
-"""Command line: ``napari-segany segment | propagate | auto | boxes | embed | export | models``.
+"""Command line: ``napari-segany segment | propagate | track | auto | boxes | embed | batch |
+export | cases | evaluate | finetune | models``.
 
 Points follow the convention of segment-anything's examples: ``--points "x,y;x,y"`` with
 ``--point-labels "1,0"`` (1 positive, 0 negative); boxes are ``--box x0,y0,x1,y1`` and may
@@ -15,7 +16,20 @@ import sys
 
 from .._version import __version__
 from ..errors import CheckpointError, DownloadError, UsageError
-from . import auto, boxes, embed, export, models, propagate, segment
+from . import (
+    auto,
+    batch,
+    boxes,
+    cases,
+    embed,
+    evaluate,
+    export,
+    finetune,
+    models,
+    propagate,
+    segment,
+    track,
+)
 from ._args import (
     join_negative_values,
     parse_box,
@@ -29,7 +43,8 @@ __all__ = ["main", "build_parser", "parse_points", "parse_box", "parse_range", "
            "parse_floats", "UsageError"]
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = (segment, propagate, auto, boxes, embed, export, models)
+COMMANDS = (segment, propagate, track, auto, boxes, embed, batch, export, cases, evaluate,
+            finetune, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
