@@ -32,6 +32,23 @@ def default_chunks(shape: tuple[int, ...], tile: int | None = None) -> tuple[int
     return (1,) * (len(shape) - 2) + (min(h, tile), min(w, tile))
 
 
+def _plain(metadata: bytes) -> bool:
+    """Whether the chunk files are where :meth:`ChunkLayout.path` says, one per chunk, a
+    missing one holding only background: zarr v3, default ``/`` keys, fill value 0, no
+    sharding."""
+    import json
+
+    try:
+        meta = json.loads(metadata)
+        keys = meta.get("chunk_key_encoding") or {}
+        return (meta.get("zarr_format") == 3 and keys.get("name") == "default"
+                and (keys.get("configuration") or {}).get("separator", "/") == "/"
+                and meta.get("fill_value") == 0 and not meta.get("storage_transformers")
+                and all(c.get("name") != "sharding_indexed" for c in meta.get("codecs", [])))
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
 class ChunkLayout:
     """The chunk grid of one store, its chunk files, and a decoder of chunk bytes.
 
@@ -56,6 +73,7 @@ class ChunkLayout:
         self.grid = (math.ceil(self.shape[-2] / self.tile[0]),
                      math.ceil(self.shape[-1] / self.tile[1]))
         self._metadata = metadata
+        self.plain = _plain(metadata)
 
     def plane_chunks(self, key: tuple[int, ...]) -> Iterator[tuple[Chunk, Region]]:
         """``(chunk index, (rows, cols) of the plane)`` for every chunk of plane ``key``."""

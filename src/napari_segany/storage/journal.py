@@ -78,6 +78,10 @@ class Journal:
         else:
             (folder / f"{name}.{which}0").touch()
 
+    def file(self, op_id: str, chunk: tuple[int, ...], which: str) -> Path:
+        """The file that keeps the chunk's ``which`` image (when the chunk had a file)."""
+        return self._op(op_id) / f"{_chunk_name(chunk)}.{which}"
+
     def has(self, op_id: str, chunk: tuple[int, ...], which: str) -> bool:
         folder, name = self._op(op_id), _chunk_name(chunk)
         return (folder / f"{name}.{which}").exists() or (folder / f"{name}.{which}0").exists()

@@ -80,11 +80,16 @@ META = ".segany"
 #: Undo history kept by default: operations, and bytes of journal (old chunk files).
 HISTORY_OPS = 200
 HISTORY_BYTES = 2 << 30
+#: Bytes of the plane written last kept in memory for its next write (a 4096 x 4096 plane).
+BLOCK_BYTES = 64 << 20
 
 
-def pixel_delta(old: np.ndarray, new: np.ndarray) -> dict[str, int]:
-    """Pixels gained (+) and lost (-) per object id between two blocks (0 left out)."""
-    changed = old != new
+def pixel_delta(old: np.ndarray, new: np.ndarray, changed: np.ndarray | None = None
+                ) -> dict[str, int]:
+    """Pixels gained (+) and lost (-) per object id between two blocks (0 left out);
+    ``changed`` is ``old != new`` where the caller has it."""
+    if changed is None:
+        changed = old != new
     if not changed.any():
         return {}
     out: dict[str, int] = {}
@@ -94,6 +99,36 @@ def pixel_delta(old: np.ndarray, new: np.ndarray) -> dict[str, int]:
             if i:
                 out[str(i)] = out.get(str(i), 0) + sign * c
     return {k: v for k, v in out.items() if v}
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)``: the bounding box of a 2D boolean mask (None: empty)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
+        return None
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[y0:y1].any(axis=0))
+    return y0, y1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _union(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int] | None
+           ) -> tuple[int, int, int, int] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
+
+
+@dataclass
+class _Block:
+    """A chunk as this store last wrote it (see :meth:`LabelsStore._current`)."""
+
+    op: str  # the operation whose journal links the file as its after-image
+    stat: tuple[int, int, int, int]  # (device, inode, size, mtime_ns) of the chunk file
+    data: np.ndarray
+
+
+def _file_id(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _check_zarr() -> None:
@@ -200,6 +235,8 @@ class LabelsStore:
         self._log = EventLog(meta_dir / "log.jsonl")
         self._lock = StoreLock(meta_dir / "lock", on_wait=on_wait, timeout=lock_timeout)
         self._local = threading.local()
+        #: The chunks of the plane written last, as written (see :meth:`_current`).
+        self._blocks: dict[tuple[int, ...], _Block] = {}
         self.writer_id: str | None = None
         self._mark: WriterMark | None = None
         self._closed = mode == "r"
@@ -398,6 +435,7 @@ class LabelsStore:
         """Stop being a writer of this store (unfinished operations are then recovered by
         the next writer). Reading still works."""
         self._closed = True
+        self._blocks.clear()
         if self._mark is not None:
             self._mark.close()
             self._mark = None
@@ -584,6 +622,15 @@ class LabelsStore:
         """Record metadata of many objects; entries merge into what is recorded."""
         self._check_writable()
         checked = {check_object_id(k): dict(v) for k, v in infos.items()}
+        with self._lock.local:  # not the file lock: other processes only ever append
+            st = self._state()
+            known = all(oid in st.objects and {**st.objects[oid], **info} == st.objects[oid]
+                        for oid, info in checked.items())
+        if known:
+            # Already recorded (propagation calls this for every plane it writes): what the
+            # log said a moment ago is a valid answer; a change by another writer since
+            # is ordered after this call.
+            return
         with self._writing("the object registry"), self._transaction("objects"):
             st = self._state()
             changes = {oid: {**st.objects.get(oid, {}), **info} for oid, info in checked.items()
@@ -680,20 +727,76 @@ class LabelsStore:
                 f"{hi}")
         return arr.astype(np.uint32, copy=False)
 
-    def _apply(self, key: tuple[int, ...], change: Callable[[np.ndarray], np.ndarray],
-               *, mark: bool = True) -> np.ndarray:
-        """Read a plane under the lock, change it, write the chunks that differ (journaled)."""
+    def _current(self, key: tuple[int, ...]) -> np.ndarray:
+        """Plane ``key`` as it is now (call under the lock): a new array.
+
+        A chunk without a file holds only background. A chunk this store wrote last (in
+        :meth:`_write_chunk`) is taken from memory instead of decoded, when its file is
+        still the one written: the same inode, size and time, with the writing operation's
+        journal still linking that inode as its after-image (so the inode cannot have been
+        freed and reused by another file meanwhile). Any other chunk is read from zarr.
+        """
+        if not self.layout.plain:
+            return self.read_plane(key)
+        parts = []
+        for chunk, region in self.layout.plane_chunks(key):
+            try:
+                st = os.stat(self.layout.path(chunk))
+            except FileNotFoundError:
+                parts.append((region, None))
+                continue
+            kept = self._blocks.get(chunk)
+            if kept is None or kept.stat != _file_id(st):
+                return self.read_plane(key)
+            try:
+                linked = os.stat(self.journal.file(kept.op, chunk, "a"))
+            except OSError:
+                return self.read_plane(key)
+            if (linked.st_dev, linked.st_ino) != kept.stat[:2]:
+                return self.read_plane(key)
+            parts.append((region, kept.data))
+        out = np.empty(self.plane_shape, np.uint32)
+        for (ys, xs), data in parts:
+            if data is None:
+                out[ys, xs] = 0
+            else:
+                out[ys, xs] = data
+        return out
+
+    def _apply(self, key: tuple[int, ...], change: Callable[[np.ndarray], Any],
+               *, mark: bool = True, trusted: bool = False) -> np.ndarray:
+        """Read a plane under the lock, change it, write the chunks that differ (journaled).
+
+        ``change(current)`` returns the new plane, or ``(new plane, (y0, y1, x0, x1))``
+        when it changed nothing outside that box (only the box is then compared and
+        counted). ``trusted``: the new plane is uint32 of the plane's shape with valid ids
+        (built by this module), so it is not checked again.
+        """
         with self._writing(f"plane {key}"), self.operation("edit", f"edit of plane {key}") as op, \
                 self._transaction(op.what):
             st = self._state()
-            current = self.read_plane(key)
-            new = self._checked(key, change(current))
+            current = self._current(key)
+            out = change(current)
+            box = None
+            if isinstance(out, tuple):
+                out, box = out
+            new = out if trusted else self._checked(key, out)
             changed = 0
             for chunk, (ys, xs) in self.layout.plane_chunks(key):
-                a, b = current[ys, xs], new[ys, xs]
-                diff = int(np.count_nonzero(a != b))
+                if box is None:
+                    sub = (ys, xs)
+                else:  # the part of the box inside this chunk
+                    y0, y1 = max(ys.start, box[0]), min(ys.stop, box[1])
+                    x0, x1 = max(xs.start, box[2]), min(xs.stop, box[3])
+                    if y0 >= y1 or x0 >= x1:
+                        continue
+                    sub = (slice(y0, y1), slice(x0, x1))
+                a, b = current[sub], new[sub]
+                differs = a != b
+                diff = int(np.count_nonzero(differs))
                 if diff:
-                    self._write_chunk(op, chunk, key + (ys, xs), b, a)
+                    self._write_chunk(op, chunk, key + (ys, xs), new[ys, xs], None,
+                                      delta=pixel_delta(a, b, differs))
                     changed += diff
             op.pixels += changed
             if changed and (not op.planes or op.planes[-1] != key):
@@ -703,22 +806,40 @@ class LabelsStore:
             return new
 
     def _write_chunk(self, op: Operation | None, chunk: tuple[int, ...], region: tuple,
-                     block: np.ndarray, old: np.ndarray) -> None:
-        """Write one chunk's block (``old``: what it holds now), journaled as part of ``op``
-        (None: a roll-back of an operation, written directly). Pixel counts per object go
-        into the log, so the object table never rescans the volume."""
+                     block: np.ndarray, old: np.ndarray | None, *,
+                     delta: dict[str, int] | None = None) -> None:
+        """Write one chunk's block (``old``: what it holds now, or ``delta``: its pixel
+        changes per object), journaled as part of ``op`` (None: a roll-back of an
+        operation, written directly). Pixel counts per object go into the log, so the
+        object table never rescans the volume."""
+        self._blocks.pop(chunk, None)
         if op is not None and chunk not in op.touched:
             self._emit(op)  # the begin record, before anything changes
             self.journal.keep(op.id, chunk, "b")
             self._log.append({"t": "touch", "op": op.id, "chunk": list(chunk)})
             op.touched.add(chunk)
         self.array[region] = block
-        delta = pixel_delta(old, block)
+        if delta is None:
+            delta = pixel_delta(old, block)
         if delta:
             self._log.append({"t": "px", "op": None if op is None else op.id,
                               "plane": list(chunk[:-2]), "d": delta})
         if op is not None:
             self.journal.keep(op.id, chunk, "a")
+            self._remember(op, chunk, block)
+
+    def _remember(self, op: Operation, chunk: tuple[int, ...], block: np.ndarray) -> None:
+        """Keep the block just written (and linked as ``op``'s after-image) in memory, for
+        the next write of its plane; only the plane written last is kept."""
+        if any(c[:-2] != chunk[:-2] for c in self._blocks):
+            self._blocks.clear()
+        if block.nbytes + sum(b.data.nbytes for b in self._blocks.values()) > BLOCK_BYTES:
+            return  # a plane too large to keep: read again next time
+        try:
+            st = os.stat(self.layout.path(chunk))
+        except OSError:  # background only: no file, nothing to keep
+            return
+        self._blocks[chunk] = _Block(op.id, _file_id(st), np.array(block, np.uint32))
 
     def write_plane(self, plane: tuple[int, ...] | int, labels: np.ndarray) -> None:
         """Replace one whole plane with ``labels`` (``(H, W)``, integers in 0..2**32-1)."""
@@ -763,14 +884,20 @@ class LabelsStore:
                 f"mask of shape {mask.shape} does not fit planes of shape {self.plane_shape}"
             )
 
-        def change(current: np.ndarray) -> np.ndarray:
+        def change(current: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+            # Only the box around the mask and the object's current pixels can change.
+            ours = current == oid
+            box = _union(_box(mask), _box(ours))
+            if box is None:
+                return current, (0, 0, 0, 0)
+            y, x = slice(box[0], box[1]), slice(box[2], box[3])
             new = current.copy()
-            new[new == oid] = 0
-            target = mask if overlap == "replace" else mask & (new == 0)
-            new[target] = oid
-            return new
+            sub, m = new[y, x], mask[y, x]
+            sub[ours[y, x]] = 0
+            sub[m if overlap == "replace" else m & (sub == 0)] = oid
+            return new, box
 
-        return self._apply(key, change)
+        return self._apply(key, change, trusted=True)
 
     def write_region(self, index: tuple, values: Any) -> None:
         """Write ``values`` at ``index`` (a region of any planes; napari's brush and fill)."""

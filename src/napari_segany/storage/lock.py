@@ -4,7 +4,8 @@ A store's ``.segany/lock`` file is locked with ``flock(LOCK_EX)`` around every w
 transaction (one plane or chunk: read, change, write, journal). The kernel drops the lock
 when its holder dies, however it dies, so a crashed writer never blocks the store. While
 holding the lock, the writer writes its name into the file (process id, host, user,
-what it is doing), so a waiting writer can say whom it waits for.
+what it is doing, as JSON padded with spaces), so a waiting writer can say whom it waits
+for.
 
 Each open writer also holds ``flock(LOCK_EX)`` on a file of its own under
 ``.segany/writers/`` for as long as the store is open: whether that lock can be taken
@@ -93,6 +94,12 @@ class StoreLock:
         except (OSError, ValueError):
             return {}
 
+    @property
+    def local(self) -> threading.RLock:
+        """The in-process part of the lock alone (no file lock): excludes this process's
+        other threads, e.g. while reading state that a write would change."""
+        return self._rlock
+
     @contextlib.contextmanager
     def hold(self, what: str = "") -> Iterator[None]:
         """Hold the lock for the block (nested holds in this thread are free)."""
@@ -136,8 +143,12 @@ class StoreLock:
                         told, last = True, now
                     time.sleep(_POLL)
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder_info(what)).encode(), 0)
+            # Overwritten in place, padded with spaces to the file's length (JSON allows
+            # trailing whitespace): truncating the file on every transaction made the file
+            # system free and re-allocate its block each time.
+            text = json.dumps(holder_info(what)).encode()
+            size = os.fstat(fd).st_size
+            os.pwrite(fd, text.ljust(size), 0)
         except OSError:  # a read-only or full file system: the lock still holds
             pass
         self._fd = fd
