@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 from guihelp import GatedRule, rule_mask, start, wait_idle
+from scipy import ndimage as ndi
 
 from napari_segany.samples import load_sample
 from napari_segany.storage import LabelsStore
@@ -329,14 +330,20 @@ def test_the_preview_is_one_highlight_colour_with_a_contour_and_clears_on_commit
     viewer.add_image(img, name="img")
     start(widget, qtbot)
     preview, output = widget.layers.preview, widget.layers.output
-    assert isinstance(preview.colormap, DirectLabelColormap) and preview.contour >= 1
+    assert isinstance(preview.colormap, DirectLabelColormap)
     assert not isinstance(output.colormap, DirectLabelColormap)  # random label colours
     for oid in (1, 7):
         widget.ui.object_spin.setValue(oid)
         widget.layers.points.add([15, 15])
         wait_idle(widget, qtbot)
-        colours = preview.colormap.map(np.array([oid]))
-        assert np.allclose(colours[0][:3], (1.0, 0.9, 0.0), atol=0.01)  # the same yellow
+        colours = preview.colormap.map(np.array([oid, 1, 2]))
+        assert np.allclose(colours[:, :3], (1.0, 0.9, 0.0), atol=0.01)  # the same yellow
+        data = np.asarray(preview.data)
+        mask = widget.preview.mask
+        assert np.array_equal(data > 0, mask)  # inside faint, the outline opaque
+        assert colours[1][3] < colours[2][3]
+        edge = mask & ~ndi.binary_erosion(mask)
+        assert (data[edge] == 2).all() and (data[ndi.binary_erosion(mask, iterations=2)] == 1).all()
         widget.ui.commit_btn.click()
         assert widget.preview is None and not preview.data.any()
 

@@ -19,6 +19,7 @@ from qtpy.QtCore import QTimer
 from ..errors import PromptError
 from ..tiling import TiledEmbeddings
 from .context import Context
+from .layers import preview_display
 from .panels import VIEWS
 
 __all__ = ["Prompting"]
@@ -141,15 +142,16 @@ class Prompting:
         def run() -> Any:
             t0 = time.monotonic()
             seg = session.segment({oid: prompt}, key, **options)[oid]
-            return seg, time.monotonic() - t0
+            display = preview_display(seg.mask) if seg is not None else None
+            return (seg, display), time.monotonic() - t0
 
         def done(result: Any) -> None:
             if ctx.generation != generation:
                 return
-            seg, seconds = result
+            (seg, display), seconds = result
             if what.startswith("embedding"):
                 self.embed_seconds = seconds
-            self.show(seg)
+            self.show(seg, display)
 
         def failed(exc: BaseException) -> None:
             if ctx.generation == generation:
@@ -220,7 +222,7 @@ class Prompting:
         else:
             self.ctx.warn(text)
 
-    def show(self, seg: Any) -> None:
+    def show(self, seg: Any, display: Any = None) -> None:
         self.ctx.preview = seg
         self.ctx.ui.preview_label.setText(
             "preview: none" if seg is None else
@@ -230,7 +232,7 @@ class Prompting:
             if seg is None:
                 self.ctx.layers.show_preview(None)
             else:
-                self.ctx.layers.show_preview(seg.plane, seg.mask, seg.obj_id)
+                self.ctx.layers.show_preview(seg.plane, seg.mask, seg.obj_id, display)
 
     # -- objects --------------------------------------------------------------------------------
     def on_object_changed(self, oid: int) -> None:

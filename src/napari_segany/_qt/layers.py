@@ -36,6 +36,26 @@ PREVIEW_COLOR = "#ffe600"
 REVIEW_SEED = 0.83  # a label colour sequence unlike the labels layer's (napari's 0.5)
 
 
+def preview_display(mask: Any) -> np.ndarray:
+    """The preview layer's data for ``mask``: 1 inside, 2 on its outline (about 1/256 of the
+    plane's shorter side wide), 0 elsewhere; uint8. Pure numpy/scipy: the model thread
+    computes it with the mask."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    out = mask.astype(np.uint8)
+    if not mask.any():
+        return out
+    width = max(1, min(mask.shape[-2:]) // 256)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    y0, y1 = max(0, rows[0] - 1), min(mask.shape[0], rows[-1] + 2)
+    x0, x1 = max(0, cols[0] - 1), min(mask.shape[1], cols[-1] + 2)
+    crop = mask[y0:y1, x0:x1]
+    inner = ndimage.minimum_filter(crop.view(np.uint8), size=2 * width + 1, mode="constant")
+    out[y0:y1, x0:x1][crop & (inner == 0)] = 2
+    return out
+
+
 def unwrap(layer: Any) -> Any:
     """The layer itself: napari hands plugins its viewer behind a ``PublicOnlyProxy``, whose
     ``add_*`` methods return proxies too, while layer events carry the layers themselves."""
@@ -139,8 +159,11 @@ class LayerSet:
                 opacity=0.9, **_geometry(self.image))
         from napari.utils.colormaps import DirectLabelColormap
 
-        layer.colormap = DirectLabelColormap(color_dict={None: PREVIEW_COLOR, 0: "transparent"})
-        layer.contour = max(1, min(self.shape[-2:]) // 256)
+        # 1 = inside (the colour, faint), 2 = the outline (drawn by preview_display off the GUI
+        # thread: napari's own contour costs over a second per 2048 x 2048 plane on a CPU)
+        layer.colormap = DirectLabelColormap(color_dict={
+            None: PREVIEW_COLOR, 0: "transparent", 1: PREVIEW_COLOR + "66", 2: PREVIEW_COLOR})
+        layer.contour = 0
         return layer
 
     @property
@@ -393,8 +416,10 @@ class LayerSet:
 
     # -- preview ----------------------------------------------------------------------------
     def show_preview(self, plane: tuple[int, ...] | None = None, mask: Any = None,
-                     obj_id: int = 1) -> None:
-        """Show ``mask`` as ``obj_id`` on ``plane``; no mask clears the preview."""
+                     obj_id: int = 1, display: np.ndarray | None = None) -> None:
+        """Show ``mask`` on ``plane`` in the highlight colour with its outline (``display``:
+        :func:`preview_display` of it, computed beforehand off the GUI thread); no mask
+        clears the preview."""
         layer = self.preview
         if not _alive(self.viewer, layer):
             return
@@ -402,7 +427,9 @@ class LayerSet:
             if np.any(layer.data):
                 layer.data = np.zeros_like(layer.data)
             return
-        data = (np.asarray(mask, bool) * np.uint32(obj_id)).reshape(layer.data.shape)
+        if display is None:
+            display = preview_display(mask)
+        data = display.reshape(layer.data.shape)
         img = self.image
         offset = np.zeros(len(self.shape))
         offset[: self.lead] = np.asarray(plane) * np.asarray(img.scale)[: self.lead]
