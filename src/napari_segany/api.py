@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._limits import check_known_shape, check_plane_pixels
+from ._planes import check_known_shape, check_plane_pixels
 from .auto import AutoResult, AutoSettings
 from .boxes import BoxesResult, read_boxes
 from .engine.base import Backend

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._limits import check_plane_pixels
-from .._planes import check_plane
+from .._planes import check_plane, check_plane_pixels
 from ..engine.device import PRECISIONS
 from ..engine.registry import load_model
 from ..errors import IntensityError, PromptError, UsageError

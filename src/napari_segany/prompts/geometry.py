@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._limits import MAX_OBJECT_ID
+from .._planes import MAX_OBJECT_ID
 from ..errors import PromptError
 
 _EDGE_TOL = 1e-6  # pixels of slack for floating-point error at the half-pixel border

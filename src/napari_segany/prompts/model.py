@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._limits import MAX_POINTS
-from .._planes import plane_key
+from .._planes import MAX_POINTS, plane_key
 from ..errors import PromptError
 from .geometry import _object_id, _parse_labels
 

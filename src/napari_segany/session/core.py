@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._limits import check_known_shape, check_plane_pixels
-from .._planes import PlaneKey, check_plane
+from .._planes import PlaneKey, check_known_shape, check_plane, check_plane_pixels
 from .._progress import Cancel, Progress
 from ..auto import AutoResult, AutoSettings, auto_plane
 from ..boxes import BoxesResult, BoxTable

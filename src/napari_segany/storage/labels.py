@@ -54,8 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from .._limits import MAX_OBJECT_ID, check_plane_pixels
-from .._planes import check_plane, iter_keys
+from .._planes import MAX_OBJECT_ID, check_plane, check_plane_pixels, iter_keys
 from .._version import __version__
 from ..errors import LabelsStoreError, LabelsStoreIOError
 from . import history
