@@ -348,21 +348,30 @@ def test_truncated_checkpoint_is_named_and_changes_nothing(on_disk, checkpoint, 
 
 
 def test_tampered_checkpoint_cannot_reuse_the_cache_of_the_original(tmp_path, checkpoint):
-    """Weights changed inside a valid file: the file hash differs, so the cache is refused."""
+    """Encoder weights changed inside a valid file: the encoder's hash differs, so the cache
+    is refused (a change in the decoder alone keeps it: the embeddings are the same)."""
     vol = volume()
     good = Session(vol, load_model("sam_tiny", checkpoint=checkpoint, device="cpu"),
                    labels=tmp_path / "l.zarr", cache=tmp_path / "c.zarr")
     good.embedding(0)
     sd = torch.load(checkpoint, weights_only=True)
     name = next(iter(sd))
+    assert name.startswith("image_encoder.")
     sd[name] = sd[name] + 1e-3
     tampered = tmp_path / "tampered.pth"
     torch.save(sd, tampered)
     before = snapshot(tmp_path / "c.zarr"), snapshot(tmp_path / "l.zarr")
-    with pytest.raises(CacheMismatchError, match="model: weights sha256"):
+    with pytest.raises(CacheMismatchError, match="model: encoder .*, weights sha256"):
         Session(vol, load_model("sam_tiny", checkpoint=tampered, device="cpu"),
                 labels=tmp_path / "l.zarr", cache=tmp_path / "c.zarr")
     assert (snapshot(tmp_path / "c.zarr"), snapshot(tmp_path / "l.zarr")) == before
+    dec = {k: (v + 1e-3 if k.startswith("mask_decoder.") else v)
+           for k, v in torch.load(checkpoint, weights_only=True).items()}
+    torch.save(dec, tmp_path / "decoder.pth")
+    reuse = Session(vol, load_model("sam_tiny", checkpoint=tmp_path / "decoder.pth",
+                                    device="cpu"), cache=tmp_path / "c.zarr")
+    reuse.embedding(0)
+    assert reuse.cache.stats["computed"] == 0
     # a tensor of the wrong shape is named with the architecture
     sd[name] = torch.zeros(3)
     torch.save(sd, tampered)

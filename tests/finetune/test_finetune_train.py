@@ -175,3 +175,61 @@ def test_metadata_is_json(sam_run):
     _, _, out = sam_run
     meta = json.loads((out / "model.json").read_text())
     assert meta["data"]["train_objects"] == 8 and len(meta["data"]["fingerprint"]) == 64
+
+
+def test_caches_of_the_base_model_serve_a_decoder_checkpoint_not_a_full_one(
+        tmp_path, sam, sam_run):
+    """Embedding caches are keyed on the image encoder's weights: a ``decoder`` checkpoint
+    reads the base model's planes without recomputing them; an encoder change is refused."""
+    from napari_segany.intensity import Normalizer
+    from napari_segany.storage import CacheMismatchError, EmbeddingCache
+
+    res, _, _ = sam_run
+    img = np.stack([discs(seed=s)[0] for s in range(2)])
+    norm = Normalizer.fit(img)
+    base = EmbeddingCache(tmp_path / "c.zarr", backend=sam, normalizer=norm, data=img)
+    base.precompute()
+    ref = base.get(1).tensors["image_embed"]
+    decoder = load_model("sam_tiny", checkpoint=res.checkpoint, device="cpu")
+    assert decoder.weights_id != sam.weights_id  # another checkpoint file ...
+    assert decoder.encoder_weights_id == sam.encoder_weights_id  # ... with the same encoder
+    again = EmbeddingCache(tmp_path / "c.zarr", backend=decoder, normalizer=norm, data=img)
+    assert torch.equal(again.get(1).tensors["image_embed"], ref)
+    assert again.stats == {"computed": 0, "loaded": 1}
+    full = finetune(dataset(1), sam, out=tmp_path / "full",
+                    settings=replace(FAST, mode="full", epochs=1))
+    assert full.backend.encoder_weights_id != sam.encoder_weights_id
+    with pytest.raises(CacheMismatchError, match="model: encoder .* weights"):
+        EmbeddingCache(tmp_path / "c.zarr", backend=full.backend, normalizer=norm, data=img)
+
+
+def test_encoder_id_follows_in_place_changes_and_old_caches_still_compare_the_checkpoint(
+        tmp_path, sam):
+    import copy
+    import json
+
+    from napari_segany.intensity import Normalizer
+    from napari_segany.storage import CacheMismatchError, EmbeddingCache
+
+    probe = copy.deepcopy(sam)
+    before = probe.encoder_weights_id
+    assert probe.encoder_weights_id == before  # memoised, stable
+    with torch.no_grad():
+        next(probe.model.mask_decoder.parameters()).add_(1.0)
+    assert probe.encoder_weights_id == before  # the decoder is not part of it
+    with torch.no_grad():
+        next(probe.model.image_encoder.parameters()).add_(1.0)
+    assert probe.encoder_weights_id != before  # an in-place change is seen
+    img = discs(seed=0)[0]
+    norm = Normalizer.fit(img)
+    EmbeddingCache(tmp_path / "old.zarr", backend=sam, normalizer=norm, data=img)
+    meta_file = tmp_path / "old.zarr" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    (attrs,) = [v for v in meta["attributes"].values() if "signature" in v]
+    del attrs["signature"]["model"]["encoder"]  # a cache written before encoder ids
+    meta_file.write_text(json.dumps(meta))
+    EmbeddingCache(tmp_path / "old.zarr", backend=sam, normalizer=norm, data=img)  # same file
+    other = copy.deepcopy(sam)
+    other.weights_id = "sha256:" + "0" * 64  # another checkpoint, same encoder
+    with pytest.raises(CacheMismatchError, match="model: weights"):
+        EmbeddingCache(tmp_path / "old.zarr", backend=other, normalizer=norm, data=img)

@@ -210,7 +210,7 @@ def test_mismatch_model(tmp_path, sam, sam2, norm):
     assert "fingerprint" not in msg and "normalization" not in msg
     seed1 = load_model("sam_tiny", random_weights=True, device="cpu", seed=1)
     msg = mismatch(tmp_path / "c", seed1, norm)
-    assert "model: weights random-seed0 vs random-seed1" in msg
+    assert "model: encoder " in msg and "weights random-seed0 vs random-seed1" in msg
 
 
 def test_mismatch_data_and_normalizer(tmp_path, sam, norm):
@@ -283,7 +283,8 @@ def test_fingerprint_reads_a_bounded_sample():
 def test_signature_parts(sam, norm):
     sig = cache_signature(backend=sam, normalizer=norm, data=VOLUME)
     assert set(sig) == {"fingerprint", "model", "normalization", "tiling", "format"}
-    assert sig["model"] == sam.signature() and sig["normalization"] == norm.to_dict()
+    assert sig["model"] == {**sam.signature(), "encoder": sam.encoder_weights_id}
+    assert sig["normalization"] == norm.to_dict()
     assert sig["tiling"] is None and sig["format"] == 1
 
 

@@ -40,6 +40,8 @@ class TorchBackend:
     family: str = ""
     #: What the backend can do beyond the protocol (see :func:`.base.has_capability`).
     capabilities: frozenset[str] = frozenset()
+    #: Names (prefixes) of the model's parameters and buffers an image embedding depends on.
+    embedding_parameters: tuple[str, ...] = ("image_encoder.",)
 
     def __init__(
         self,
@@ -74,6 +76,34 @@ class TorchBackend:
     def precision(self) -> str:
         """The compute precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``."""
         return precision_name(self.autocast_dtype)
+
+    @property
+    def encoder_weights_id(self) -> str:
+        """sha256 of the weights an embedding depends on (:attr:`embedding_parameters`).
+
+        A checkpoint that changes only the prompt encoder and mask decoder (a ``decoder``
+        fine-tune) has another :attr:`weights_id` but this same id, so embedding caches made
+        with the base model stay valid for it. Computed on first use and again only after a
+        weight is replaced or changed in place (torch's version counters say so).
+        """
+        import hashlib
+
+        import torch
+
+        named = [(n, t) for n, t in (*self.model.named_parameters(),
+                                     *self.model.named_buffers())
+                 if n.startswith(self.embedding_parameters)]
+        key = tuple((n, t.data_ptr(), t._version) for n, t in named)
+        cached = getattr(self, "_encoder_id", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        digest = hashlib.sha256()
+        for n, t in sorted(named, key=lambda nt: nt[0]):
+            t = t.detach().cpu().contiguous()
+            digest.update(f"{n}:{t.dtype}:{tuple(t.shape)};".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        self._encoder_id = (key, digest.hexdigest())
+        return self._encoder_id[1]
 
     def signature(self) -> dict[str, Any]:
         """Model, weights and compute precision (caches record the precision, see

@@ -186,6 +186,10 @@ class Sam2Backend(TorchBackend):
     family = "sam2"
     capabilities = frozenset({"automatic", "memory"})
     _KEYS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+    #: The high-resolution features pass the mask decoder's two input convolutions and the
+    #: lowest-resolution map gets ``no_mem_embed`` added: both belong to the embedding.
+    embedding_parameters = ("image_encoder.", "sam_mask_decoder.conv_s0.",
+                            "sam_mask_decoder.conv_s1.", "no_mem_embed")
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor

@@ -36,9 +36,6 @@ __all__ = ["MODES", "TrainableModel", "merge_lora"]
 
 MODES = ("decoder", "lora", "full")
 
-#: SAM2 weights that belong to the embedding although they live outside the image encoder.
-_SAM2_EMBEDDING_PARTS = ("sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.",
-                         "no_mem_embed")
 
 
 class TrainableModel:
@@ -69,14 +66,9 @@ class TrainableModel:
             p.requires_grad_(self._trains(name))
 
     # -- parameters -------------------------------------------------------------------------
-    @property
-    def _encoder_prefix(self) -> str:
-        return "image_encoder."
-
     def is_embedding_weight(self, name: str) -> bool:
         """Whether a parameter takes part in computing a plane's (cached) embedding."""
-        return name.startswith(self._encoder_prefix) or (
-            self.family == "sam2" and name.startswith(_SAM2_EMBEDDING_PARTS))
+        return name.startswith(self.backend.embedding_parameters)
 
     def _trains(self, name: str) -> bool:
         if self.mode == "full":

@@ -34,6 +34,11 @@ recorded, not compared: bf16 and float32 embeddings differ by rounding of the or
 float16 storage above, so a cache made on a CPU with native bf16 serves one without (and the
 reverse). ``precisions`` in the attributes lists the precisions its planes were computed at.
 
+The model part records the checkpoint (``weights``) and, for the SAM and SAM2 backends, the
+sha256 of the image-encoder weights (``encoder``). Two signatures that both have ``encoder``
+compare it instead of the checkpoint, so a checkpoint from a ``decoder`` fine-tune (or any
+checkpoint whose image encoder is unchanged) reuses the base model's caches.
+
 One process should write a cache at a time. This module imports only numpy and zarr.
 """
 
@@ -137,21 +142,34 @@ def cache_signature(
         ``{"fingerprint": data_fingerprint(data), "model": backend.signature(),
         "normalization": normalizer.to_dict(), "tiling": tiling or None, "format": 1}``.
     """
+    model = dict(backend.signature())
+    encoder = getattr(backend, "encoder_weights_id", None)
+    if encoder:
+        model["encoder"] = encoder
     return {
         "fingerprint": data_fingerprint(data, rgb=rgb),
-        "model": backend.signature(),
+        "model": model,
         "normalization": normalizer.to_dict(),
         "tiling": tiling or None,
         "format": FORMAT_VERSION,
     }
 
 
-def _compared(signature: Any) -> Any:
-    """The part of a signature that must match on reopening: all but the precision."""
-    if not isinstance(signature, dict) or not isinstance(signature.get("model"), dict):
-        return signature
-    return {**signature, "model": {k: v for k, v in signature["model"].items()
-                                   if k != "precision"}}
+def _compared(old: Any, new: Any) -> tuple[Any, Any]:
+    """The parts of two signatures that must match on reopening: all but the precision,
+    and, where both record the image encoder's weights, those instead of the checkpoint's
+    (a checkpoint that changed only the decoder computes the same embeddings; caches made
+    before the encoder was recorded still need the same checkpoint)."""
+    models = [s.get("model") if isinstance(s, dict) else None for s in (old, new)]
+    if not all(isinstance(m, dict) for m in models):
+        return old, new
+    drop = {"precision"}
+    if not all(m.get("encoder") for m in models):
+        drop.add("encoder")
+    elif models[0]["encoder"] == models[1]["encoder"]:
+        drop |= {"weights", "name"}  # a mismatch still names both checkpoints
+    return tuple({**s, "model": {k: v for k, v in m.items() if k not in drop}}
+                 for s, m in zip((old, new), models, strict=True))
 
 
 def _fmt(v: Any) -> str:
@@ -241,7 +259,7 @@ class EmbeddingCache:
             except Exception as exc:
                 raise CacheMismatchError(
                     f"{self.path} is not a napari-segany embedding cache ({exc}); {fix}") from exc
-            diffs = _diff(_compared(meta.get("signature")), _compared(self.signature))
+            diffs = _diff(*_compared(meta.get("signature"), self.signature))
             if diffs:
                 raise CacheMismatchError(
                     f"the embedding cache at {self.path} was made for other inputs (cache vs "
