@@ -338,7 +338,7 @@ def test_the_preview_is_one_highlight_colour_with_a_contour_and_clears_on_commit
         wait_idle(widget, qtbot)
         colours = preview.colormap.map(np.array([oid, 1, 2]))
         assert np.allclose(colours[:, :3], (1.0, 0.9, 0.0), atol=0.01)  # the same yellow
-        data = np.asarray(preview.data)
+        data = widget.layers.preview_plane()
         mask = widget.preview.mask
         assert np.array_equal(data > 0, mask)  # inside faint, the outline opaque
         assert colours[1][3] < colours[2][3]
@@ -454,6 +454,12 @@ def test_reopening_a_store_restores_prompts_and_objects(make_napari_viewer, qtbo
     assert len(widget2.layers.boxes.data) == 0  # object 2 was never committed
     assert widget2.objects.table.item(0, 1).text() == "cell"
     assert "Continued: 1 object(s), 1 prompt(s) restored" in widget2.ui.status_label.text()
+    # the restored click of committed object 1 is not drawn again as an uncommitted preview:
+    # the session goes on with a new object
+    _go_to(viewer2, viewer2.layers["vol"], (z0,))
+    wait_idle(widget2, qtbot)
+    assert widget2.ui.object_spin.value() == 2
+    assert widget2.preview is None and not widget2.layers.preview.data.any()
 
 
 # ------------------------------------------------------------------------ large planes
@@ -467,8 +473,9 @@ def test_visible_region_and_tiles_segment_small_objects_of_a_large_plane(
     want = rule_mask(np.repeat(img[..., None], 3, -1), (503, 503))
     for view in ("visible region (zoom in)", "tiles (large planes)"):
         widget.ui.view_combo.setCurrentText(view)
-        viewer.camera.center = (503, 503)
-        viewer.camera.zoom = 20
+        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+        camera.center = (503, 503)
+        camera.zoom = 20
         widget.layers.points.data = np.empty((0, 2))
         widget.layers.points.add([503, 503])
         wait_idle(widget, qtbot)

@@ -59,7 +59,7 @@ def test_points_box_commit_undo_redo_exact(viewer_widget, qtbot, rule_model):
     wait_idle(widget, qtbot)
     expected1 = rule_mask(rgb, (y, x))
     assert widget.preview is not None and np.array_equal(widget.preview.mask, expected1)
-    assert np.array_equal(layers.preview.data > 0, expected1)
+    assert np.array_equal(layers.preview_plane() > 0, expected1)
     assert threads and threads[0] != threading.main_thread().name
     assert iou(expected1, sample.labels == sample.labels[int(y), int(x)]) > 0.9
     ui.commit_btn.click()

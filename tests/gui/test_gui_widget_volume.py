@@ -56,9 +56,16 @@ def test_slice_propagation_anisotropic_matches_the_core(viewer_widget, qtbot, ru
     wait_idle(widget, qtbot)
     rgb = widget.session.plane_rgb((z0,))
     assert np.array_equal(widget.preview.mask, rule_mask(rgb, (y, x)))
-    # the preview is one plane thick, placed on plane z0
-    assert layers.preview.data.shape == (1, 128, 128)
-    np.testing.assert_allclose(layers.preview.translate, (10 + 2.5 * z0, -3, 4))
+    # the preview is one plane thick, placed on plane z0, and holds only the mask's box
+    mask = widget.preview.mask
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    y0, x0 = max(0, rows[0] - 1), max(0, cols[0] - 1)
+    assert layers.preview.data.shape == (1, min(128, rows[-1] + 2) - y0,
+                                         min(128, cols[-1] + 2) - x0)
+    scale = np.asarray(image.scale)
+    np.testing.assert_allclose(layers.preview.translate,
+                               (10 + 2.5 * z0, -3 + y0 * scale[1], 4 + x0 * scale[2]))
+    assert np.array_equal(layers.preview_plane() > 0, mask)
     _go_to(viewer, image, (z0 + 1,))
     wait_idle(widget, qtbot)
     assert widget.preview is None and not layers.preview.data.any()  # no prompt there

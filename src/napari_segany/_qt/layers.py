@@ -36,24 +36,26 @@ PREVIEW_COLOR = "#ffe600"
 REVIEW_SEED = 0.83  # a label colour sequence unlike the labels layer's (napari's 0.5)
 
 
-def preview_display(mask: Any) -> np.ndarray:
-    """The preview layer's data for ``mask``: 1 inside, 2 on its outline (about 1/256 of the
-    plane's shorter side wide), 0 elsewhere; uint8. Pure numpy/scipy: the model thread
-    computes it with the mask."""
+def preview_display(mask: Any) -> tuple[np.ndarray, tuple[int, int]]:
+    """The preview layer's data for ``mask``: the box around the mask (one pixel wider), with
+    1 inside, 2 on its outline (about 1/256 of the plane's shorter side wide), 0 elsewhere,
+    uint8; and the box's ``(row, column)`` origin in the plane. Pure numpy/scipy: the model
+    thread computes it with the mask, and the GUI thread uploads only the box (a 2048 x 2048
+    plane of uint32 labels cost the viewer a full-plane colour mapping at every click)."""
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
-    out = mask.astype(np.uint8)
     if not mask.any():
-        return out
+        return np.zeros((1, 1), np.uint8), (0, 0)
     width = max(1, min(mask.shape[-2:]) // 256)
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     y0, y1 = max(0, rows[0] - 1), min(mask.shape[0], rows[-1] + 2)
     x0, x1 = max(0, cols[0] - 1), min(mask.shape[1], cols[-1] + 2)
     crop = mask[y0:y1, x0:x1]
+    out = crop.astype(np.uint8)
     inner = ndimage.minimum_filter(crop.view(np.uint8), size=2 * width + 1, mode="constant")
-    out[y0:y1, x0:x1][crop & (inner == 0)] = 2
-    return out
+    out[crop & (inner == 0)] = 2
+    return out, (int(y0), int(x0))
 
 
 def unwrap(layer: Any) -> Any:
@@ -155,8 +157,8 @@ class LayerSet:
         layer = _find(self.viewer, name, "Labels", len(self.shape))
         if layer is None:
             layer = self.viewer.add_labels(
-                np.zeros((1,) * self.lead + self.shape[-2:], np.uint32), name=name,
-                opacity=0.9, **_geometry(self.image))
+                np.zeros((1,) * (self.lead + 2), np.uint8), name=name, opacity=0.9,
+                **_geometry(self.image))
         from napari.utils.colormaps import DirectLabelColormap
 
         # 1 = inside (the colour, faint), 2 = the outline (drawn by preview_display off the GUI
@@ -275,7 +277,8 @@ class LayerSet:
         size = getattr(canvas, "size", None) or getattr(unwrap(self.viewer), "_canvas_size", None)
         if key is None or not size:
             return None
-        cam = self.viewer.camera
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9 keeps the camera there
+        cam = scene.camera if scene is not None else self.viewer.camera
         h, w = (float(v) / max(cam.zoom, 1e-9) for v in size)
         cy, cx = cam.center[-2:]
         lead = list(np.asarray(self.viewer.dims.point)[-len(self.shape):-2])
@@ -416,22 +419,36 @@ class LayerSet:
 
     # -- preview ----------------------------------------------------------------------------
     def show_preview(self, plane: tuple[int, ...] | None = None, mask: Any = None,
-                     obj_id: int = 1, display: np.ndarray | None = None) -> None:
+                     obj_id: int = 1, display: Any = None) -> None:
         """Show ``mask`` on ``plane`` in the highlight colour with its outline (``display``:
         :func:`preview_display` of it, computed beforehand off the GUI thread); no mask
-        clears the preview."""
+        clears the preview.
+
+        The layer holds only the box around the mask, translated onto its plane and place,
+        so a click costs the viewer the box, not the whole plane."""
         layer = self.preview
         if not _alive(self.viewer, layer):
             return
         if mask is None or plane is None:
             if np.any(layer.data):
-                layer.data = np.zeros_like(layer.data)
+                layer.data = np.zeros((1,) * (self.lead + 2), np.uint8)
             return
-        if display is None:
-            display = preview_display(mask)
-        data = display.reshape(layer.data.shape)
+        data, origin = display if display is not None else preview_display(mask)
         img = self.image
         offset = np.zeros(len(self.shape))
-        offset[: self.lead] = np.asarray(plane) * np.asarray(img.scale)[: self.lead]
-        layer.translate = np.asarray(img.translate) + offset
-        layer.data = data
+        offset[: self.lead] = np.asarray(plane)
+        offset[self.lead:] = origin
+        layer.translate = np.asarray(img.translate) + offset * np.asarray(img.scale)
+        layer.data = data.reshape((1,) * self.lead + data.shape)
+
+    def preview_plane(self) -> np.ndarray:
+        """The preview as a whole plane (uint8, 0 outside the mask's box), for tests and
+        screenshots."""
+        out = np.zeros(self.shape[-2:], np.uint8)
+        layer = self.preview
+        data = np.asarray(layer.data).reshape(np.asarray(layer.data).shape[-2:])
+        rel = (np.asarray(layer.translate) - np.asarray(self.image.translate))[-2:]
+        y0, x0 = np.round(rel / np.asarray(self.image.scale)[-2:]).astype(int)
+        h, w = min(data.shape[0], out.shape[0] - y0), min(data.shape[1], out.shape[1] - x0)
+        out[y0:y0 + h, x0:x0 + w] = data[:h, :w]
+        return out
