@@ -20,6 +20,8 @@ from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
+from ._priority import lower_this_thread
+
 __all__ = ["ModelExecutor"]
 
 
@@ -51,6 +53,7 @@ class ModelExecutor(QObject):
         self._thread: threading.Thread | None = None
         self._closed = False
         self.started_at = 0.0
+        self.nice = 0  # the worker thread's CPU priority (nice value) once it runs
         self._finished.connect(self._deliver)
         if parent is not None:
             parent.destroyed.connect(self.close)
@@ -111,6 +114,7 @@ class ModelExecutor(QObject):
         return not self.busy
 
     def _loop(self) -> None:
+        self.nice = lower_this_thread()  # the viewer comes first (see ._priority)
         while True:
             with self._cv:
                 while self._pending is None and not self._closed:

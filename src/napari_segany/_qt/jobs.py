@@ -1,7 +1,8 @@
 """Long work (loading a model, embedding, precompute, propagation) in napari thread workers.
 
 One job runs at a time. A job is a plain function ``fn(cancel, progress)`` run in a
-:func:`napari.qt.threading.create_worker` thread: ``cancel()`` says whether the user
+:func:`napari.qt.threading.create_worker` worker, on threads of the widget's own that run
+at a lower CPU priority than the GUI thread (:mod:`._priority`): ``cancel()`` says whether the user
 pressed Cancel (the core checks it between planes), ``progress(done, total)`` moves the
 widget's progress bar (``total=None``: busy indicator). Results and errors come back on
 the GUI thread; an error becomes a napari notification that names the job.
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtCore import QObject, Signal
+
+from ._priority import lower_this_thread
 
 __all__ = ["JobRunner"]
 
@@ -34,6 +37,23 @@ class _CancelState:
 
     def cancel(self, *_: Any) -> None:
         self.event.set()
+
+
+_POOL: Any = None
+
+
+def _pool() -> Any:
+    """The threads that run the widget's jobs, apart from napari's global pool: a job lowers
+    its thread's CPU priority for good (raising it again needs privileges), which must not
+    reach other plugins' workers."""
+    global _POOL
+    if _POOL is None:
+        from qtpy.QtCore import QThreadPool
+        from qtpy.QtWidgets import QApplication
+
+        _POOL = QThreadPool(QApplication.instance())
+        _POOL.setMaxThreadCount(4)
+    return _POOL
 
 
 class JobRunner(QObject):
@@ -59,6 +79,7 @@ class JobRunner(QObject):
         self._on_done: Callable[[Any], None] | None = None
         self._on_error: Callable[[BaseException], None] | None = None
         self.started_at = 0.0
+        self.nice = 0  # the CPU priority (nice value) the last job ran at
         if parent is not None:
             parent.destroyed.connect(self._state.cancel)
 
@@ -92,6 +113,7 @@ class JobRunner(QObject):
             def cancel() -> bool:
                 return state.event.is_set() or bool(getattr(worker, "abort_requested", False))
 
+            self.nice = lower_this_thread()
             try:
                 return fn(cancel, progress)
             except Exception as exc:  # reported on the GUI thread by _returned
@@ -104,7 +126,7 @@ class JobRunner(QObject):
         worker.returned.connect(self._returned)
         worker.finished.connect(self._finished)
         self.busy_changed.emit(True)
-        worker.start()
+        _pool().start(worker)  # our own threads: they run at a lower priority (._priority)
         return worker
 
     def cancel(self) -> None:
