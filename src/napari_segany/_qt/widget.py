@@ -50,6 +50,18 @@ __all__ = ["SegmentAnythingWidget"]
 _DEFAULT_AXIS = re.compile(r"^-?\d+$")  # napari's own axis labels ("-3", "0", ...)
 
 
+def _import_layer_modules() -> None:
+    """Import what napari and the layer set import when the first prompt, preview and labels
+    layers are made (pandas for the layers' features, scikit-image's colour module for the
+    label colours, scipy's linear algebra for the transforms): a worker thread pays for it
+    while the model loads, instead of the GUI thread at the end of Start."""
+    import importlib
+
+    for name in ("pandas", "skimage.color", "scipy.linalg", "scipy.ndimage"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
 
@@ -89,7 +101,7 @@ class SegmentAnythingWidget(QWidget):
             jobs=self.jobs)
         ui.add_group(Section("Tracking (time stacks)", self.tracking),
                      extra_busy=tuple(self.tracking.buttons))
-        self.train_panel = TrainPanel()
+        self.train_panel = TrainPanel(viewer=napari_viewer)
         ui.add_group(Section("Fine-tune on these annotations", self.train_panel))
         self.help_label = QLabel()
         self.help_label.setWordWrap(True)
@@ -384,11 +396,12 @@ class SegmentAnythingWidget(QWidget):
         same_cache = current is not None and (
             (current.cache.path if current.cache is not None else None) ==
             (Path(cache) if cache is not None else None))
-        reuse = shared if (shared is not None and backend is not None and same_cache and
+        reuse = shared if (shared is not None and backend is shared.backend and same_cache and
                            self.layers is not None and self.layers.image is image and
                            window is None) else None
 
         def work(cancel: Any, progress: Any) -> Any:
+            _import_layer_modules()  # here, not on the GUI thread when the layers are made
             if reuse is not None:  # the same image, model and output: recreate the layers
                 return reuse
 
@@ -457,6 +470,10 @@ class SegmentAnythingWidget(QWidget):
             classes = list(self.cases_panel.worklist.classes)
             if classes and self.ui.object_spin.value() not in {c.id for c in classes}:
                 self.ui.object_spin.setValue(classes[0].id)
+        if restored and self.ui.object_spin.value() in store.objects:
+            # the restored prompts belong to committed objects: drawing one of them again
+            # as the preview would make saved work look uncommitted; go on with a new one
+            self.prompting.new_object()
         layers.set_defaults(object_id=self.ui.object_spin.value(),
                             positive=self.ui.positive_check.isChecked())
         if session.review is not None and session.review.objects():
@@ -481,12 +498,20 @@ class SegmentAnythingWidget(QWidget):
         self.prompting.schedule_refresh()
 
     def _use_trained(self, result: Any) -> None:
-        """Switch to a fine-tuned model: its checkpoint becomes the model, then Start."""
+        """Switch to a fine-tuned model: its checkpoint becomes the model, then Start.
+
+        The trained model in memory (the checkpoint's weights) is used as it is rather than
+        loaded again; the labels store and, for a decoder fine-tune (encoder unchanged), the
+        embedding cache of the session go on with it."""
         checkpoint = getattr(result, "checkpoint", None)
         if checkpoint is None:
             return self.ctx.warn("The training run left no checkpoint to use.")
-        self.ui.model_combo.setCurrentText(str(checkpoint))
-        self.ui.random_check.setChecked(False)
+        ui = self.ui
+        ui.model_combo.setCurrentText(str(checkpoint))
+        ui.random_check.setChecked(False)
+        if getattr(result, "backend", None) is not None:
+            self._backend_key = (str(checkpoint), ui.device_combo.currentText(), False)
+            self._backend = result.backend
         self.start()
 
     def _on_paint(self, event: Any = None) -> None:
