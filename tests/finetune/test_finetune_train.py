@@ -65,6 +65,12 @@ def test_sam_checkpoint_loads_like_any_sam_checkpoint_and_predicts_the_same(sam_
     a = loaded.predict(loaded.embed(rgb), prompts)
     b = res.backend.predict(res.backend.embed(rgb), prompts)
     assert np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores)
+    # the path alone: the architecture comes from the training record beside the file
+    # (the tiny test architecture cannot be told from the weights' shapes)
+    alone = load_model(res.checkpoint, device="cpu")
+    assert alone.arch == "tiny" and alone.model_id == res.backend.model_id
+    c = alone.predict(alone.embed(rgb), prompts)
+    assert np.array_equal(c.masks, b.masks)
     meta = read_metadata(res.checkpoint)
     assert meta["base"]["name"] == "sam_tiny" and meta["mode"] == "decoder"
     assert meta["validation"]["before"]["epoch"] == 0 and meta["encoder_unchanged"]

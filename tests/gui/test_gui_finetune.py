@@ -59,3 +59,55 @@ def test_train_panel_cancel_writes_no_model(qtbot, sam, tmp_path):
     assert panel.jobs.wait(180)
     assert "cancelled" in panel.status_label.text() and not panel.use_btn.isEnabled()
     assert not (tmp_path / "ft" / "model.pt").exists()
+
+
+def test_train_in_the_widget_from_viewer_layers_then_use_the_model(viewer_widget, qtbot,
+                                                                   tmp_path):
+    from guihelp import start, wait_idle
+
+    viewer, widget = viewer_widget
+    img, lab = discs(4)
+    viewer.add_image(img, name="cells")
+    start(widget, qtbot, model="sam_tiny", image="cells")
+    panel = widget.train_panel
+    store = widget.session.labels.path
+    # Start offered the session's image and (still empty) store; drop it
+    assert panel.sources_list.count() == 1
+    panel.sources_list.item(0).setSelected(True)
+    panel.remove_btn.click()
+    assert panel.sources == [] and "Removed 1" in panel.status_label.text()
+    # labels drawn on another image are refused with what to do
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="other")
+    panel.image_pick.setCurrentText("cells")
+    panel.labels_pick.setCurrentText("other")
+    assert not panel.add_picked_layers()
+    assert "does not match the image 'cells'" in panel.status_label.text()
+    # a folder that is not a labels store is refused; the session's store is taken
+    assert not panel.add_store(tmp_path) and "not a labels store" in panel.status_label.text()
+    assert panel.add_store(store) and panel.sources == [str(store)]
+    panel.sources_list.item(0).setSelected(True)
+    panel.remove_selected()
+    # the image with its ground-truth labels layer
+    viewer.add_labels(lab, name="truth")
+    assert panel.labels_pick.findText("truth") >= 0  # the pickers follow the layer list
+    panel.labels_pick.setCurrentText("truth")
+    panel.add_layers_btn.click()
+    assert panel.sources_list.count() == 1 and panel.sources_list.item(0).text() == \
+        "cells + truth"
+    assert not panel.add_picked_layers()  # not twice
+    panel.settings = FAST
+    panel.epochs_spin.setValue(1)
+    panel.out_edit.setText(str(tmp_path / "ft"))
+    panel.train_btn.click()
+    assert panel.jobs.wait(180)
+    result = panel.result
+    assert result is not None and result.checkpoint.exists(), panel.status_label.text()
+    # use it: the session goes on with the trained model and the same labels store
+    panel.use_btn.click()
+    wait_idle(widget, qtbot, timeout=60_000)
+    assert widget.session.backend is result.backend, widget.ui.status_label.text()
+    assert widget.ui.model_combo.currentText() == str(result.checkpoint)
+    assert widget.session.labels.path == store
+    widget.layers.points.add([12, 12])
+    wait_idle(widget, qtbot)
+    assert widget.preview is not None and widget.preview.mask.shape == img.shape

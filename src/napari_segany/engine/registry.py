@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,6 +166,24 @@ def infer_arch(state_dict: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def _checkpoint_arch(path: Path, state_dict: dict[str, Any]) -> tuple[str, str]:
+    """``(family, arch)`` of a checkpoint file: from its contents, else from the training
+    record a fine-tune writes beside it (``<name>.json``: the family and architecture of the
+    model it was trained from, which names the test architectures too)."""
+    try:
+        return infer_arch(state_dict)
+    except ValueError:
+        side = path.with_suffix(".json")
+        try:
+            meta = json.loads(side.read_text()) if side.is_file() else {}
+        except (OSError, ValueError):
+            meta = {}
+        fam, arch = meta.get("family"), meta.get("arch")
+        if not (meta.get("napari_segany_finetune") and fam in _FAMILIES and arch):
+            raise
+        return str(fam), str(arch)
+
+
 def _family_of_arch(arch: str) -> str:
     if arch == "tiny":
         raise ValueError("architecture 'tiny' is ambiguous for a checkpoint file: give the tiny "
@@ -255,7 +274,8 @@ def load_model(
         state_dict = W.load_state_dict(checkpoint)
         weights_id = "sha256:" + W.file_sha256(checkpoint)
         if model is None:
-            fam, arch = (_family_of_arch(arch), arch) if arch else infer_arch(state_dict)
+            fam, arch = (_family_of_arch(arch), arch) if arch else _checkpoint_arch(
+                checkpoint, state_dict)
             spec = ModelSpec(name=checkpoint.name, family=fam, arch=arch)
         else:
             spec = get_spec(str(model))
