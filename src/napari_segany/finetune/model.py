@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.sam import decode_shared_image
 from ..engine.sam2 import LeanImageEncoder
 
 __all__ = ["MODES", "TrainableModel", "merge_lora"]
@@ -131,11 +132,10 @@ class TrainableModel:
         if self.family == "sam":
             pe = self.model.prompt_encoder
             sparse, dense = pe(points=points, boxes=boxes, masks=mask_input)
-            logits, iou = self.model.mask_decoder(
-                image_embeddings=feats["image_embed"], image_pe=pe.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                multimask_output=multimask)
-            return logits, iou
+            # the image enters the decoder once, not once per object (same numbers as
+            # segment-anything's MaskDecoder; mask inputs take its own path)
+            return decode_shared_image(self.model.mask_decoder, feats["image_embed"],
+                                       pe.get_dense_pe(), sparse, dense, multimask)
         if boxes is not None:
             b = boxes.reshape(-1, 2, 2)
             bl = torch.tensor([[2, 3]], dtype=torch.int, device=b.device).repeat(b.shape[0], 1)

@@ -270,8 +270,10 @@ def _features(tm: TrainableModel, pd: _Plane, grad: bool) -> dict[str, Any]:
 def _upsample(logits: Any, L: int, pd: _Plane) -> Any:
     import torch.nn.functional as F
 
-    up = F.interpolate(logits.float(), (L, L), mode="bilinear", align_corners=False)
-    return up[..., : pd.hl, : pd.wl]
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) != (L, L):  # the loss frame is the decoder's own at L = S/4
+        logits = F.interpolate(logits, (L, L), mode="bilinear", align_corners=False)
+    return logits[..., : pd.hl, : pd.wl]
 
 
 def _step_loss(tm: TrainableModel, pd: _Plane, idx: np.ndarray, step: int,
