@@ -57,6 +57,9 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--objects-per-step", type=int, default=d.objects_per_step,
                    help=f"objects per step ({d.objects_per_step}; lower it when memory runs "
                         "out)")
+    t.add_argument("--decoder-chunk", type=int, default=None,
+                   help="objects decoded together within a step (default: 4 on a CPU, the "
+                        "whole step on a GPU; lower it when GPU memory runs out)")
     t.add_argument("--accumulate", type=int, default=d.accumulate,
                    help="steps per optimiser step (gradient accumulation)")
     t.add_argument("--corrections", type=int, default=d.n_corrections,
@@ -85,6 +88,8 @@ def _settings(args: argparse.Namespace) -> FinetuneSettings:
     for name in ("epochs", "objects_per_step", "accumulate", "lora_rank"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.decoder_chunk is not None and args.decoder_chunk < 1:
+        raise UsageError(f"--decoder-chunk must be >= 1, got {args.decoder_chunk}")
     if args.corrections < 0 or args.patience < 0:
         raise UsageError("--corrections and --patience must be >= 0")
     if not 0 <= args.val_fraction < 1:
@@ -93,7 +98,8 @@ def _settings(args: argparse.Namespace) -> FinetuneSettings:
                             objects_per_step=args.objects_per_step, accumulate=args.accumulate,
                             n_corrections=args.corrections, val_fraction=args.val_fraction,
                             split_by=args.split_by, patience=args.patience or None,
-                            lora_rank=args.lora_rank, seed=args.seed)
+                            lora_rank=args.lora_rank, seed=args.seed,
+                            decoder_chunk=args.decoder_chunk)
 
 
 def _data(path: Path, labels: Path | None) -> Any:

@@ -33,7 +33,7 @@ import numpy as np
 from ..engine.sam import decode_shared_image
 from ..engine.sam2 import LeanImageEncoder
 
-__all__ = ["MODES", "TrainableModel", "merge_lora"]
+__all__ = ["MODES", "TrainableModel", "merge_lora", "sam2_decode_shared_image"]
 
 MODES = ("decoder", "lora", "full")
 
@@ -144,12 +144,62 @@ class TrainableModel:
         pe = self.model.sam_prompt_encoder
         sparse, dense = pe(points=points, boxes=None, masks=mask_input)
         n = sparse.shape[0]
-        logits, iou, _, _ = self.model.sam_mask_decoder(
+        high_res = [feats["high_res_feats_0"], feats["high_res_feats_1"]]
+        dec = self.model.sam_mask_decoder
+        if n > 1 and feats["image_embed"].shape[0] == 1 and dense.stride(0) == 0:
+            return sam2_decode_shared_image(dec, feats["image_embed"], pe.get_dense_pe(),
+                                            sparse, dense, multimask, high_res)
+        logits, iou, _, _ = dec(
             image_embeddings=feats["image_embed"], image_pe=pe.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            multimask_output=multimask, repeat_image=n > 1,
-            high_res_features=[feats["high_res_feats_0"], feats["high_res_feats_1"]])
+            multimask_output=multimask, repeat_image=n > 1, high_res_features=high_res)
         return logits, iou
+
+
+def sam2_decode_shared_image(decoder: Any, image_embeddings: Any, image_pe: Any, sparse: Any,
+                             dense: Any, multimask: bool, high_res: list[Any]
+                             ) -> tuple[Any, Any]:
+    """sam2's ``MaskDecoder.forward`` (masks and IoUs) without copying the image per object.
+
+    sam2 repeats the image embedding and its positional encoding once per object before the
+    two-way transformer. Without mask inputs the dense prompt embedding is one vector
+    broadcast over the batch, so every copy is the same until the first block's
+    image-to-token attention: here the image enters the transformer once and broadcasting
+    (``scaled_dot_product_attention`` and the additions) gives each object its own copy at
+    that point, so the first block's image-side projections run once per batch. Up to
+    floating-point rounding these are sam2's numbers (tested against its decoder); used for
+    training, where a step decodes many objects of one plane forward and backward.
+    """
+    import torch
+
+    d, b = decoder, sparse.shape[0]
+    s = 1 if d.pred_obj_scores else 0
+    weights = ([d.obj_score_token.weight] if s else []) + [d.iou_token.weight,
+                                                          d.mask_tokens.weight]
+    tokens = torch.cat((torch.cat(weights, 0).unsqueeze(0).expand(b, -1, -1), sparse), 1)
+    src = image_embeddings + dense[:1]
+    _, c, h, w = src.shape
+    hs, src = d.transformer(src, image_pe, tokens)
+    if src.shape[0] != b:  # pragma: no cover - a transformer that never mixes in the tokens
+        src = src.expand(b, -1, -1)
+    src = src.transpose(1, 2).reshape(b, c, h, w)
+    if d.use_high_res_features:
+        dc1, ln1, act1, dc2, act2 = d.output_upscaling
+        feat_s0, feat_s1 = high_res
+        up = act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)
+    else:
+        up = d.output_upscaling(src)
+    mask_tokens = hs[:, s + 1: s + 1 + d.num_mask_tokens, :]
+    hyper = torch.stack([d.output_hypernetworks_mlps[i](mask_tokens[:, i, :])
+                         for i in range(d.num_mask_tokens)], dim=1)
+    _, c, h, w = up.shape
+    masks = (hyper @ up.view(b, c, h * w)).view(b, -1, h, w)
+    iou = d.iou_prediction_head(hs[:, s, :])
+    if multimask:
+        return masks[:, 1:], iou[:, 1:]
+    if d.dynamic_multimask_via_stability and not d.training:
+        return d._dynamic_multimask_via_stability(masks, iou)
+    return masks[:, 0:1], iou[:, 0:1]
 
 
 def merge_lora(model: Any) -> int:
