@@ -117,3 +117,24 @@ def test_a_step_in_chunks_gives_the_gradients_of_one_batch(family, request):
     assert T.chunk_size(FinetuneSettings(), torch.device("cpu")) == T.CPU_CHUNK
     assert T.chunk_size(FinetuneSettings(objects_per_step=12), torch.device("cuda")) == 12
 
+
+
+@pytest.mark.parametrize("mode, loop", [("decoder", True), ("lora", True)])
+def test_the_encoder_runs_once_per_step_whatever_the_chunks(mode, loop, sam):
+    """With the encoder in the loop (a benchmark's frozen encoder, or lora/full training)
+    a step encodes its plane once, not once per chunk of objects."""
+    import numpy as np
+
+    from napari_segany.finetune import FinetuneSettings, training_planes
+    from napari_segany.finetune import train as T
+
+    tm = TrainableModel(copy.deepcopy(sam), mode)
+    (plane,) = training_planes(discs(6, size=96))
+    (pd,) = T._embed_planes(tm, [plane], 64, None, None, encode=True)
+    calls = []
+    encode = tm.encode
+    tm.encode = lambda x: calls.append(1) or encode(x)
+    s = FinetuneSettings(mode=mode, n_corrections=1, loss_size=64, decoder_chunk=2,
+                         encoder_in_loop=mode == "decoder")
+    loss = T.train_step(tm, pd, np.arange(6), 0, np.random.default_rng(0), s, 64, None)
+    assert np.isfinite(loss) and len(calls) == 1

@@ -9,9 +9,10 @@ once, in an order drawn from ``(seed, epoch)``. The optimiser (AdamW) steps ever
 ``accumulate`` steps, its learning rate warming up linearly over the first ``warmup``
 fraction of all optimiser steps and then following a cosine to zero.
 
-The objects of a step go through the decoder in chunks of ``decoder_chunk`` (forward and
-backward per chunk, the gradients summed with each chunk's share of the step's loss: the
-same training signal as one batch). On a CPU the default chunk is 4 objects: the
+In ``decoder`` mode the objects of a step go through the decoder in chunks of
+``decoder_chunk``: the plane's features once per step, then forward and backward per
+chunk, the gradients summed with each chunk's share of the step's loss (the same training
+signal as one batch). On a CPU the default chunk is 4 objects: the
 decoder's per-object tensors of a bigger batch exceed the C allocator's 32 MiB mmap
 threshold, so every step maps fresh memory and page-faults it in (measured with SAM ViT-B,
 16 objects: 2.3 million page faults and 7.6 s per step as one batch, none and 4.0 s in
@@ -292,8 +293,10 @@ def _upsample(logits: Any, L: int, pd: _Plane) -> Any:
 
 
 def _step_loss(tm: TrainableModel, pd: _Plane, idx: np.ndarray, step: int,
-               rng: np.random.Generator, s: FinetuneSettings, L: int, dtype: Any) -> Any:
-    """The mean loss over the first prompt and the correction rounds of some objects."""
+               rng: np.random.Generator, s: FinetuneSettings, L: int, dtype: Any,
+               feats: dict[str, Any] | None = None) -> Any:
+    """The mean loss over the first prompt and the correction rounds of some objects
+    (``feats``: the plane's features when the caller has them)."""
     import torch
 
     masks = pd.masks[idx]
@@ -302,8 +305,9 @@ def _step_loss(tm: TrainableModel, pd: _Plane, idx: np.ndarray, step: int,
     coords, labels, boxes = first_prompts(masks, start, rng)
     multimask, mask_input, total = start == "point", None, 0.0
     rows = torch.arange(len(idx), device=tm.device)
-    with autocast(tm.device, dtype):
-        feats = _features(tm, pd, grad=tm.mode != "decoder")
+    if feats is None:
+        with autocast(tm.device, dtype):
+            feats = _features(tm, pd, grad=tm.mode != "decoder")
     for it in range(1 + int(s.n_corrections)):
         with autocast(tm.device, dtype):
             logits, iou_pred = tm.decode(
@@ -345,11 +349,15 @@ def train_step(tm: TrainableModel, pd: _Plane, idx: np.ndarray, step: int,
     Each chunk's loss is weighted by its share of the step's objects, so the gradients are
     those of the step's mean loss (times ``scale``, e.g. ``1 / accumulate``).
     """
-    k = chunk_size(s, tm.device)
+    with autocast(tm.device, dtype):  # the plane's features once per step, not per chunk
+        feats = _features(tm, pd, grad=tm.mode != "decoder")
+    # with an encoder that trains, every chunk would hold (or redo) the encoder's graph:
+    # lora and full steps are one batch
+    k = chunk_size(s, tm.device) if tm.mode == "decoder" else len(idx)
     total = 0.0
     for lo in range(0, len(idx), k):
         part = idx[lo:lo + k]
-        loss = _step_loss(tm, pd, part, step, rng, s, L, dtype)
+        loss = _step_loss(tm, pd, part, step, rng, s, L, dtype, feats)
         share = len(part) / len(idx)
         (loss * (share * scale)).backward()
         total += float(loss.detach()) * share
