@@ -80,6 +80,16 @@ def test_interactive_box_start_and_logits_feedback():
     assert not any(c["multimask"] for c in rb.calls)
 
 
+def test_box_start_evaluates_objects_one_pixel_thin(sam):
+    """Thin objects at the border of an image tile are scored, not a PromptError."""
+    img, lab = discs(3)
+    lab[-1, 10:20] = 9  # a one-row sliver on the bottom edge
+    img[-1, 10:20] = 255
+    res = evaluate(Sample("slivers", img, lab), [sam], protocol="interactive",
+                   settings=InteractiveSettings(start="box", n_iterations=1))
+    assert 9 in {int(r["object_id"]) for r in res.rows}
+
+
 def test_interactive_stack_planes_and_max_objects():
     img, lab = discs(4)
     stack, labels = np.stack([img, img, img]), np.stack([lab, np.zeros_like(lab), lab])

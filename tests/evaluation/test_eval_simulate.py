@@ -38,6 +38,17 @@ def test_box_goes_through_the_extreme_pixel_centres():
     assert p.labels.tolist() == [1] and m[int(p.points[0, 1]), int(p.points[0, 0])]
 
 
+def test_a_one_pixel_thin_object_gets_a_box_over_its_pixels():
+    """A sliver one pixel tall (a nucleus cut by a tile border) got a box of no height,
+    which the engine refuses, and stopped a whole box-start evaluation."""
+    m = np.zeros((64, 64), bool)
+    m[63, 32:40] = True
+    assert object_box(m).tolist() == [32, 62.5, 39, 63.5]
+    m = np.zeros((64, 64), bool)
+    m[3, 7] = True
+    assert object_box(m).tolist() == [6.5, 2.5, 7.5, 3.5]
+
+
 def test_corrections_go_into_the_error_regions():
     truth = np.zeros((40, 40), bool)
     truth[10:30, 10:30] = True

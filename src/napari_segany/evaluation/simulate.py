@@ -66,12 +66,21 @@ def region_point(mask: np.ndarray, mode: str, rng: np.random.Generator | None) -
 
 
 def object_box(mask: np.ndarray) -> np.ndarray:
-    """``(4,)`` float XYXY box through the centres of a non-empty mask's extreme pixels."""
+    """``(4,)`` float XYXY box through the centres of a non-empty mask's extreme pixels.
+
+    An object one pixel thin (a sliver left by a tile or image border, a line) would get a
+    box of no height or width, which is no box: its box then spans that pixel's extent
+    (half a pixel either side of its centre) along the thin side."""
     box = bbox_slices(mask)
     if box is None:
         raise ValueError("an empty object has no box")
     ys, xs = box
-    return np.array([xs.start, ys.start, xs.stop - 1, ys.stop - 1], dtype=np.float64)
+    x0, y0, x1, y1 = float(xs.start), float(ys.start), float(xs.stop - 1), float(ys.stop - 1)
+    if x1 == x0:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    if y1 == y0:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    return np.array([x0, y0, x1, y1], dtype=np.float64)
 
 
 def object_rng(seed: int, *parts: Any) -> np.random.Generator:
