@@ -81,7 +81,7 @@ def gain(args) -> dict:
     held_img, held_lab = _read(args.data, "tests_img2d")
     train = _tiles(img, lab, args.tile, "img2d")
     held = _tiles(held_img, held_lab, args.tile, "tests_img2d")
-    base = load_model(args.model[0], random_weights=True, device="cpu",
+    base = load_model(args.model[0], random_weights=True, device=args.device,
                       precision=args.precision)
     s = FinetuneSettings(epochs=args.epochs, lr=args.lr, objects_per_step=int(args.objects),
                          n_corrections=args.corrections, val_fraction=0, patience=None,
@@ -152,7 +152,8 @@ def speed(args) -> dict:
     out = {}
     counts = [int(k) for k in str(args.objects).split(",")]
     for name in args.model:
-        base = load_model(name, random_weights=True, device="cpu", precision=args.precision)
+        base = load_model(name, random_weights=True, device=args.device,
+                          precision=args.precision)
         rows: dict = {}
         for k in counts:  # both sides per batch size, one after the other
             for label, mode, loop in CONFIGS[:2]:
@@ -198,6 +199,7 @@ def main() -> None:
                     help="torch threads (default: torch's own setting)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "auto", "bf16"],
                     help="the same on every side (auto: bf16 on CPUs with native bf16)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     ap.add_argument("--full", action="store_true",
                     help="speed: also full training (encoder trained), at the middle count")
     args = ap.parse_args()
@@ -210,7 +212,8 @@ def main() -> None:
     args.threads = torch.get_num_threads()
     payload = gain(args) if args.what == "gain" else speed(args)
     kept = {k: v for k, v in vars(args).items() if k != "data"}  # no local paths
-    name = f"finetune_{args.what}_{'_'.join(args.model)}"
+    name = f"finetune_{args.what}_{'_'.join(args.model)}" + (
+        "" if args.precision == "fp32" else f"_{args.precision}")
     path = write_json(f"{name}.json", {"args": kept, "results": payload})
     print("wrote", path)
 
