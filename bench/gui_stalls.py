@@ -88,7 +88,9 @@ def _image(size: int, planes: int = 0, seed: int = 0) -> np.ndarray:
 def _stats(values) -> dict:
     a = np.asarray(values, float) * 1000
     return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)),
-            "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max())}
+            "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max()),
+            "worst_ms": [round(float(v), 1) for v in np.sort(a)[::-1][:5]],
+            "worst_at": [int(i) for i in np.argsort(a)[::-1][:5]]}
 
 
 def run(sizes: list[int], clicks: int, planes: int, model: str) -> dict:
@@ -111,7 +113,7 @@ def run(sizes: list[int], clicks: int, planes: int, model: str) -> dict:
         _pump(app, 0.5)
         stalls = []
         for _ in range(clicks):
-            y, x = rng.uniform(0, size, 2)
+            y, x = rng.uniform(0, size - 1, 2)
             t0 = time.perf_counter()
             pts.data = np.empty((0, 2))
             pts.add([y, x])
@@ -137,7 +139,7 @@ def run(sizes: list[int], clicks: int, planes: int, model: str) -> dict:
         _wait(widget, app)
         stalls, latencies = [], []
         for _ in range(clicks):
-            y, x = rng.uniform(0, size, 2)
+            y, x = rng.uniform(0, size - 1, 2)
             t0 = time.perf_counter()
             points.data = np.empty((0, 2))
             points.add([y, x])
@@ -186,6 +188,22 @@ def run(sizes: list[int], clicks: int, planes: int, model: str) -> dict:
     return results
 
 
+def _colouring() -> str:
+    """How napari colours uint32 labels in this environment (its compiled backends)."""
+    import importlib.util
+
+    for name in ("PartSegCore_compiled_backend", "numba"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return "numpy"
+
+
+def _model_nice() -> int:
+    from napari_segany._qt._priority import _wanted
+
+    return _wanted()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="512,2048")
@@ -211,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{st['p95_ms']:.0f} | {st['max_ms']:.0f} |")
         print(f"| {size}² | Start, GUI thread | | "
               f"{row['start_gui_seconds'].get('total', 0) * 1000:.0f} total | | |")
-    out = write_json("gui_stalls.json", {"args": vars(args), "results": results},
+    out = write_json("gui_stalls.json", {"args": vars(args), "results": results,
+                                         "labels_colouring": _colouring(),
+                                         "model_nice": _model_nice()},
                      Path(args.out).parent if args.out else None)
     print(f"\nwrote {out}")
     return 0

@@ -51,15 +51,22 @@ _DEFAULT_AXIS = re.compile(r"^-?\d+$")  # napari's own axis labels ("-3", "0", .
 
 
 def _import_layer_modules() -> None:
-    """Import what napari and the layer set import when the first prompt, preview and labels
-    layers are made (pandas for the layers' features, scikit-image's colour module for the
-    label colours, scipy's linear algebra for the transforms): a worker thread pays for it
-    while the model loads, instead of the GUI thread at the end of Start."""
+    """Import (and compute) what napari needs when the first prompt, preview and labels layers
+    are made (pandas for the layers' features, scikit-image's colour module for the label
+    colours, scipy's linear algebra for the transforms, vispy's dash patterns): a worker
+    thread pays for it while the model loads, instead of the GUI thread at the end of
+    Start."""
     import importlib
 
     for name in ("pandas", "skimage.color", "scipy.linalg", "scipy.ndimage"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    # vispy draws every line with dash patterns it computes once per process in numpy
+    # (about 80 ms, at the first Labels layer's polygon overlay): compute them here too
+    with contextlib.suppress(Exception):
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        DashAtlas()
 
 
 def _safe(name: str) -> str:
