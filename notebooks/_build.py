@@ -27,6 +27,16 @@ CHECKPOINT = os.environ.get("NAPARI_SEGANY_CHECKPOINT")  # e.g. a fine-tuned SAM
 backend = sa.load_model(MODEL, checkpoint=CHECKPOINT, random_weights=RANDOM_WEIGHTS)
 backend'''
 
+# Where the notebooks find the shared real data (the same cell text in each notebook)
+SHARED_DATA = '''def shared_data():
+    here = Path(sa.__file__).resolve()
+    for cand in (os.environ.get("NAPARI_SEGANY_TEST_DATA"), "../../shared/data",
+                 "../shared/data", here.parents[3] / "shared" / "data"):
+        if cand and (Path(cand) / "stardist").is_dir():
+            return Path(cand)
+    return None
+'''
+
 NOTEBOOKS = {
     "01_cells_2d.ipynb": [
         ("md", "# Segmenting cells on a 2D image\n\nClick-style prompts (points, boxes) on a "
@@ -149,14 +159,7 @@ models = [sa.load_model(name, random_weights=RANDOM_WEIGHTS) for name in (OTHER,
         ("md", "The shared real data (StarDist nuclei with instance labels, a CT crop of the "
                "spleen from the Medical Segmentation Decathlon) sit beside the repository in "
                "`../shared/data`; without them the bundled synthetic samples are used."),
-        ("code", '''def shared_data():
-    here = Path(sa.__file__).resolve()
-    for cand in (os.environ.get("NAPARI_SEGANY_TEST_DATA"), "../../shared/data",
-                 "../shared/data", here.parents[3] / "shared" / "data"):
-        if cand and (Path(cand) / "stardist").is_dir():
-            return Path(cand)
-    return None
-
+        ("code", SHARED_DATA + '''
 
 DATA = shared_data()
 work = Path(tempfile.mkdtemp())
@@ -232,14 +235,7 @@ base'''),
                "cut into tiles; the tiny test model sees its 256-pixel input in 16-pixel "
                "patches, so it gets small tiles (a nucleus then spans a few patches), a real "
                "model larger ones."),
-        ("code", '''def shared_data():
-    here = Path(sa.__file__).resolve()
-    for cand in (os.environ.get("NAPARI_SEGANY_TEST_DATA"), "../../shared/data",
-                 "../shared/data", here.parents[3] / "shared" / "data"):
-        if cand and (Path(cand) / "stardist").is_dir():
-            return Path(cand)
-    return None
-
+        ("code", SHARED_DATA + '''
 
 def tiles(img, lab, size, name):
     """Square tiles of an image with their labels (tiles without objects left out)."""
