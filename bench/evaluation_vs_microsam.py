@@ -141,6 +141,9 @@ def main() -> None:
     ap.add_argument("--starts", nargs="+", default=["point", "box"])
     ap.add_argument("--modes", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--precision", default="fp32",
+                    help="ours; micro-sam's predictor always computes in float32 (so must "
+                         "ours, to compare: 'auto' would pick bf16 on CPUs that have it)")
     ap.add_argument("--json", default="evaluation_vs_microsam.json",
                     help="file name under bench/results (a smoke test should not replace "
                          "the recorded run)")
@@ -154,7 +157,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     backend = load_model(args.model, checkpoint=args.checkpoint, device=args.device,
-                         random_weights=args.checkpoint is None)
+                         random_weights=args.checkpoint is None, precision=args.precision)
     predictor = SamPredictor(backend.model)  # the same model object on both sides
     # what micro-sam's get_sam_model sets on its predictors (read by its embedding cache)
     predictor.model_type = {"sam_vit_b": "vit_b", "sam_vit_l": "vit_l",
@@ -170,6 +173,7 @@ def main() -> None:
         return write_json(args.json, {
             "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
             "micro_sam": micro_sam.__version__, "iterations": args.iterations,
+            "precision": str(backend.precision),
             "rounds": args.rounds, "images": [name for name, _, _ in images], "rows": rows})
 
     rows = []
