@@ -10,6 +10,9 @@ Usage::
     python scripts/screenshot.py                       # tiny SAM2, random weights
     python scripts/screenshot.py --model sam2.1_hiera_tiny --weights   # real weights
 
+``--train`` trains the model of the dock's *Fine-tune* section for two epochs on the
+nuclei sample's ground truth and saves ``docs/images/widget_train.png``.
+
 ``--workflow`` runs the whole workflow of ``tests/gui/test_gui_workflow.py`` instead and
 saves one picture per step to ``docs/images/workflow_*.png``: on the MSD spleen CT crop when
 the shared data folder (``../shared/data`` beside the repository) is there, else on the
@@ -92,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="1600x1000", help="window size, WxH")
     parser.add_argument("--workflow", action="store_true",
                         help="one picture per step of the whole workflow (workflow_*.png)")
+    parser.add_argument("--train", action="store_true",
+                        help="the fine-tune section after a short training run "
+                             "(widget_train.png)")
     args = parser.parse_args(argv)
     xvfb = _ensure_display()
     try:
+        if args.train:
+            return _train(args)
         return _workflow(args) if args.workflow else _single(args)
     finally:
         if xvfb is not None:
@@ -167,6 +175,56 @@ def _single(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(out), canvas_only=False)
     print(f"saved {out}")
+    viewer.close()
+    return 0
+
+
+def _train(args) -> int:
+    """The fine-tune section after two epochs on the nuclei sample's own ground truth
+    (docs/images/widget_train.png)."""
+    import tempfile
+    from dataclasses import replace
+
+    from qtpy.QtWidgets import QApplication
+
+    from napari_segany.samples import load_sample
+
+    viewer = _viewer(args)
+    app = QApplication.instance()
+    os.chdir(tempfile.mkdtemp(prefix="segany-screenshot-"))  # no machine path in the picture
+    viewer.open_sample("napari-segany", "nuclei")
+    viewer.add_labels(load_sample("nuclei").labels, name="nuclei ground truth")
+    widget = _start(viewer, args, app, width=600)
+    ui = widget.ui
+    ui.image_combo.setCurrentText("nuclei (sample)")
+    ui.output_edit.setText("nuclei_segany.zarr")
+    ui.output_edit.textEdited.emit("nuclei_segany.zarr")
+    ui.start_btn.click()
+    _wait(widget, app)
+    if widget.session is None:
+        print(ui.status_label.text(), file=sys.stderr)
+        return 1
+    panel = widget.train_panel
+    panel.parent().set_open(True)  # its Section
+    panel.sources_list.item(0).setSelected(True)  # the empty store of this session: not yet
+    panel.remove_selected()
+    panel.image_pick.setCurrentText("nuclei (sample)")
+    panel.labels_pick.setCurrentText("nuclei ground truth")
+    panel.add_picked_layers()
+    panel.settings = replace(panel.settings, objects_per_step=8, n_corrections=1,
+                             loss_size=128)
+    panel.val_spin.setValue(0)  # one image of one plane: nothing to hold out
+    panel.epochs_spin.setValue(2)
+    panel.out_edit.setText("ft-nuclei")
+    panel.train_btn.click()
+    end = time.monotonic() + 600
+    while panel.jobs.busy and time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.05)
+    _wait(widget, app)
+    out = Path(args.out or ROOT / "docs" / "images")
+    out.mkdir(parents=True, exist_ok=True)
+    _shoot(viewer, widget, app, out, "widget_train.png", show=panel)
     viewer.close()
     return 0
 

@@ -21,6 +21,7 @@ def _panel(qtbot, base, out):
     panel = TrainPanel()
     qtbot.addWidget(panel)
     panel.settings = FAST
+    panel.val_spin.setValue(0)
     panel.set_base(base)
     panel.out_edit.setText(str(out))
     panel.epochs_spin.setValue(1)
@@ -98,9 +99,18 @@ def test_train_in_the_widget_from_viewer_layers_then_use_the_model(viewer_widget
     panel.settings = FAST
     panel.epochs_spin.setValue(1)
     panel.out_edit.setText(str(tmp_path / "ft"))
+    # one image of one plane cannot be split for validation: said with the control to change
+    assert panel.val_spin.value() == 20
+    panel.train_btn.click()
+    assert panel.jobs.wait(180)
+    assert panel.result is None
+    assert "validation 0 %" in panel.status_label.text(), panel.status_label.text()
+    panel.val_spin.setValue(0)
     panel.train_btn.click()
     assert panel.jobs.wait(180)
     result = panel.result
+    assert panel.loss_label.text() == f"epoch 1: loss {result.log[1]['train_loss']:.4f}, " \
+        "no validation"
     assert result is not None and result.checkpoint.exists(), panel.status_label.text()
     # use it: the session goes on with the trained model and the same labels store
     panel.use_btn.click()

@@ -82,6 +82,13 @@ class TrainPanel(QWidget):
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1000)
         self.epochs_spin.setValue(self.settings.epochs)
+        self.val_spin = QSpinBox()
+        self.val_spin.setRange(0, 50)
+        self.val_spin.setSuffix(" %")
+        self.val_spin.setValue(round(self.settings.val_fraction * 100))
+        self.val_spin.setToolTip("Images (or, with one image, planes) held out to score each "
+                                 "epoch; the model of the best epoch is kept. 0: no "
+                                 "validation, the last epoch is kept.")
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("output folder for model.pt, log and plot")
         self.train_btn = QPushButton("Train")
@@ -94,6 +101,7 @@ class TrainPanel(QWidget):
         form = QFormLayout()
         form.addRow("Mode", self.mode_combo)
         form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Validation", self.val_spin)
         form.addRow("Output", self.out_edit)
         buttons = QHBoxLayout()
         for b in (self.train_btn, self.cancel_btn, self.use_btn):
@@ -231,7 +239,8 @@ class TrainPanel(QWidget):
         if not out:
             return self._status("Choose an output folder.")
         settings = replace(self.settings, mode=self.mode_combo.currentText(),
-                           epochs=int(self.epochs_spin.value()))
+                           epochs=int(self.epochs_spin.value()),
+                           val_fraction=self.val_spin.value() / 100)
         sources, base, row = list(self.sources), self.base, self._epoch_row.emit
 
         def job(cancel, progress):
@@ -273,11 +282,12 @@ class TrainPanel(QWidget):
         self.cancel_btn.setEnabled(busy)
 
     def _show_row(self, row: dict) -> None:
+        iou = row["val_iou"]
+        val = "no validation" if iou != iou else f"validation IoU {iou:.3f}"
         if row["epoch"] == 0:
-            text = f"before training: validation IoU {row['val_iou']:.3f}"
+            text = f"before training: {val}"
         else:
-            text = (f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, validation IoU "
-                    f"{row['val_iou']:.3f}")
+            text = f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, {val}"
         self.loss_label.setText(text)
 
     def _status(self, text: str) -> None:

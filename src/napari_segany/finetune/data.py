@@ -203,7 +203,8 @@ def split_planes(planes: list[TrainingPlane], *, val_fraction: float = 0.2,
     if len(units) < 2:
         raise ValueError(f"{len(planes)} plane(s) of {len({p.image for p in planes})} image(s) "
                          "are too few for a validation split: annotate another plane or "
-                         "image, or train without validation (val_fraction=0, --val 0)")
+                         "image, or train without validation (val_fraction=0, "
+                         "--val-fraction 0; in the widget: validation 0 %)")
     n_val = min(len(units) - 1, max(1, round(len(units) * float(val_fraction))))
     order = np.random.default_rng(int(seed)).permutation(len(units))
     val_units = {units[i] for i in order[:n_val]}
