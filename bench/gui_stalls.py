@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{st['p95_ms']:.0f} | {st['max_ms']:.0f} |")
         print(f"| {size}² | Start, GUI thread | | "
               f"{row['start_gui_seconds'].get('total', 0) * 1000:.0f} total | | |")
-    out = write_json("gui_stalls.json", {"args": vars(args), "results": results,
+    kept = {**vars(args), "out": Path(args.out).name if args.out else None}  # no local paths
+    out = write_json("gui_stalls.json", {"args": kept, "results": results,
                                          "labels_colouring": _colouring(),
                                          "model_nice": _model_nice()},
                      Path(args.out).parent if args.out else None)

@@ -132,6 +132,20 @@ def _start(viewer, args, app, width: int = 0):
     return widget
 
 
+def _start_session(widget, app, output: str) -> bool:
+    """Press Start with ``output`` as the labels store; False (and the status said) when no
+    session came of it."""
+    ui = widget.ui
+    ui.output_edit.setText(output)
+    ui.output_edit.textEdited.emit(output)
+    ui.start_btn.click()
+    _wait(widget, app)
+    if widget.session is None:
+        print(ui.status_label.text(), file=sys.stderr)
+        return False
+    return True
+
+
 def _single(args) -> int:
     """The default picture: the nuclei sample, two objects (docs/images/widget.png)."""
     import numpy as np
@@ -147,12 +161,7 @@ def _single(args) -> int:
     import tempfile
 
     os.chdir(tempfile.mkdtemp(prefix="segany-screenshot-"))  # no machine path in the picture
-    ui.output_edit.setText("nuclei_segany.zarr")
-    ui.output_edit.textEdited.emit("nuclei_segany.zarr")
-    ui.start_btn.click()
-    _wait(widget, app)
-    if widget.session is None:
-        print(ui.status_label.text(), file=sys.stderr)
+    if not _start_session(widget, app, "nuclei_segany.zarr"):
         return 1
     sample = load_sample("nuclei")
     x, y = sample.point
@@ -197,12 +206,7 @@ def _train(args) -> int:
     widget = _start(viewer, args, app, width=600)
     ui = widget.ui
     ui.image_combo.setCurrentText("nuclei (sample)")
-    ui.output_edit.setText("nuclei_segany.zarr")
-    ui.output_edit.textEdited.emit("nuclei_segany.zarr")
-    ui.start_btn.click()
-    _wait(widget, app)
-    if widget.session is None:
-        print(ui.status_label.text(), file=sys.stderr)
+    if not _start_session(widget, app, "nuclei_segany.zarr"):
         return 1
     panel = widget.train_panel
     panel.parent().set_open(True)  # its Section
