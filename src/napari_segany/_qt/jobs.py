@@ -2,9 +2,9 @@
 
 One job runs at a time. A job is a plain function ``fn(cancel, progress)`` run in a
 :func:`napari.qt.threading.create_worker` worker, on threads of the widget's own that run
-at a lower CPU priority than the GUI thread (:mod:`._priority`): ``cancel()`` says whether the user
-pressed Cancel (the core checks it between planes), ``progress(done, total)`` moves the
-widget's progress bar (``total=None``: busy indicator). Results and errors come back on
+at a lower CPU priority than the GUI thread (:mod:`._priority`): ``cancel()`` says whether
+the user pressed Cancel (the core checks it between planes), ``progress(done, total)``
+moves the widget's progress bar (``total=None``: busy indicator). Results and errors come back on
 the GUI thread; an error becomes a napari notification that names the job.
 """
 

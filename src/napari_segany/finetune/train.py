@@ -12,11 +12,11 @@ fraction of all optimiser steps and then following a cosine to zero.
 In ``decoder`` mode the objects of a step go through the decoder in chunks of
 ``decoder_chunk``: the plane's features once per step, then forward and backward per
 chunk, the gradients summed with each chunk's share of the step's loss (the same training
-signal as one batch). On a CPU the default chunk is 4 objects: the
-decoder's per-object tensors of a bigger batch exceed the C allocator's 32 MiB mmap
-threshold, so every step maps fresh memory and page-faults it in (measured with SAM ViT-B,
-16 objects: 2.3 million page faults and 7.6 s per step as one batch, none and 4.0 s in
-chunks of 4). Elsewhere a step is one batch.
+signal as one batch). On a CPU the default chunk is 4 objects: the decoder's per-object
+tensors of a bigger batch exceed the C allocator's 32 MiB mmap threshold, so every step
+maps fresh memory and page-faults it in (measured with SAM ViT-B, 16 objects: 2.3 million
+page faults and 7.6 s per step as one batch, none and 4.0 s in chunks of 4). Elsewhere a
+step is one batch.
 
 Losses are computed in a frame of ``loss_size`` pixels a side (the model's input canvas,
 downscaled when larger): the decoder's low-resolution logits are upsampled to it as the
